@@ -1,0 +1,224 @@
+"""The one training loop and the one evaluation loop, shared by every pruner.
+
+SGD with Nesterov momentum and weight decay, a multi-step learning-rate schedule given as a
+pure function of the schedule epoch (so a resumed or recovering run sets its rate directly),
+top-1/top-5/loss, and one history entry per epoch actually trained.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.device import Precision
+from harness.errors import UserError
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the run cannot produce a meaningful number."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    milestones: tuple[int, ...] = ()  # schedule epochs at which the rate is multiplied by gamma
+    gamma: float = 0.1
+    batch_size: int = 128
+
+    def validate(self) -> None:
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0 (got {self.lr})")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight-decay must be >= 0 (got {self.weight_decay})")
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"momentum must be in [0, 1) (got {self.momentum})")
+        if not 0 < self.gamma <= 1:
+            raise UserError(f"--gamma must be in (0, 1] (got {self.gamma})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if any(m < 1 for m in self.milestones):
+            raise UserError(f"--milestones must be epochs >= 1 (got {list(self.milestones)})")
+
+    def lr_at(self, schedule_epoch: int) -> float:
+        """Learning rate for the 0-based ``schedule_epoch`` (MultiStepLR semantics)."""
+        return self.lr * self.gamma ** sum(schedule_epoch >= m for m in self.milestones)
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.SGD:
+    """A fresh SGD optimizer. Pruning replaces parameter tensors, so pruners build a new one after it."""
+    return torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay,
+    )
+
+
+def _topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]) -> list[torch.Tensor]:
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hits = top.eq(labels[:, None])
+    return [hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    precision: Precision,
+    scaler: torch.amp.GradScaler | None = None,
+) -> dict[str, float]:
+    """One pass over ``batches``. Sums stay on the device: no host sync per batch."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    scaler = scaler or precision.grad_scaler()
+    model.train()
+    device = precision.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    for x, y in batches:
+        x = precision.prepare_input(x)
+        with precision.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach().float() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+    mean_loss = float(loss_sum) / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(f"training loss became {mean_loss} at lr={lr:g}")
+    seconds = time.perf_counter() - start
+    return {
+        "train_loss": mean_loss,
+        "train_top1": 100.0 * float(correct) / max(seen, 1),
+        "images": seen,
+        "train_time_s": seconds,
+        "images_per_s": seen / seconds if seconds > 0 else float("nan"),
+    }
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    precision: Precision,
+) -> dict[str, float]:
+    """Top-1 and top-5 accuracy in percent and mean cross-entropy over ``batches``."""
+    was_training = model.training
+    model.eval()
+    device = precision.device
+    loss_sum = torch.zeros((), device=device)
+    c1 = torch.zeros((), device=device, dtype=torch.long)
+    c5 = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for x, y in batches:
+        with precision.autocast():
+            logits = model(precision.prepare_input(x))
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        top1, top5 = _topk_correct(logits, y, (1, 5))
+        c1 += top1
+        c5 += top5
+        seen += y.shape[0]
+    model.train(was_training)
+    n = max(seen, 1)
+    return {"top1": 100.0 * float(c1) / n, "top5": 100.0 * float(c5) / n, "loss": float(loss_sum) / n}
+
+
+EpochHook = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainingState:
+    """What a run carries from epoch to epoch; enough to checkpoint and resume."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epochs_trained: int = 0
+    train_time_s: float = 0.0
+
+
+class Engine:
+    """Binds a model's data, optimiser settings and precision; runs epochs and evaluations."""
+
+    def __init__(self, data, optim: OptimConfig, precision: Precision, seed: int,
+                 eval_batch_size: int = 512, progress: bool = True):
+        self.data = data
+        self.optim = optim
+        self.precision = precision
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.progress = progress
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return evaluate(model, self.data.test_batches(self.eval_batch_size), self.precision)
+
+    def run_epochs(
+        self,
+        state: TrainingState,
+        schedule_epochs: Iterable[int],
+        phase: str,
+        fixed_lr: float | None = None,
+        fresh_optimizer: bool = False,
+        extra: Callable[[], dict[str, Any]] | None = None,
+        on_epoch_end: EpochHook | None = None,
+    ) -> None:
+        """Train one epoch per entry of ``schedule_epochs`` and evaluate after each.
+
+        ``fixed_lr`` pins the rate (LAASP's recovery trains at the rate of ``prune_epoch``);
+        otherwise the multi-step schedule gives it. ``extra`` adds fields (FLOPs, params) to
+        each history entry; ``on_epoch_end`` receives the entry (reporting, checkpointing).
+        """
+        if fresh_optimizer or state.optimizer is None:
+            state.optimizer = make_optimizer(state.model, self.optim)
+        scaler = self.precision.grad_scaler()
+        epochs = list(schedule_epochs)
+        for schedule_epoch in _progress(epochs, phase, self.progress):
+            lr = fixed_lr if fixed_lr is not None else self.optim.lr_at(schedule_epoch)
+            # The shuffle depends on the seed and the count of epochs trained, so a resumed
+            # run draws the same batches it would have drawn without the interruption.
+            epoch_seed = self.seed * 1_000_003 + state.epochs_trained
+            stats = train_epoch(state.model, self.data.train_batches(self.optim.batch_size, epoch_seed),
+                                state.optimizer, lr, self.precision, scaler)
+            state.epochs_trained += 1
+            state.train_time_s += stats["train_time_s"]
+            test = self.evaluate(state.model)
+            entry = {"epoch": state.epochs_trained, "schedule_epoch": schedule_epoch, "phase": phase,
+                     "lr": lr, **stats, "test_top1": test["top1"], "test_top5": test["top5"],
+                     "test_loss": test["loss"]}
+            if extra is not None:
+                entry.update(extra())
+            state.history.append(entry)
+            if self.progress:
+                tqdm_write(f"[{phase}] epoch {state.epochs_trained} lr={lr:.4g} loss={stats['train_loss']:.4f} "
+                           f"top1={test['top1']:.2f}% ({stats['images_per_s']:.0f} img/s)")
+            if on_epoch_end is not None:
+                on_epoch_end(entry)
+
+
+def _progress(items: list[int], phase: str, enabled: bool) -> Iterator[int]:
+    if not enabled or not items:
+        yield from items
+        return
+    from tqdm import tqdm
+
+    yield from tqdm(items, desc=phase, unit="epoch", leave=False, dynamic_ncols=True)
+
+
+def tqdm_write(line: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(line)

@@ -1,0 +1,105 @@
+"""The pruner registry and the one schedule every pruner runs in.
+
+A pruner is a class registered with ``@PRUNERS.register(name)``, with a typed ``Config``
+dataclass (validated once, at the edge) and a ``prune(ctx)`` method called at ``prune_epoch``.
+The schedule is the same for every pruner, for a fair table: train to ``prune_epoch``, prune
+to the FLOPs target (a pruner may train recovery epochs through ``ctx.train``), then train to
+the total epoch count with a fresh optimizer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.errors import UserError
+from harness.registry import Registry
+
+PRUNERS: Registry[type["Pruner"]] = Registry("pruner")
+BUILTIN_MODULES = ("laasp.schedule", "baselines")
+
+
+class Pruner(ABC):
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @abstractmethod
+    def prune(self, ctx) -> dict[str, Any]:
+        """Remove filters from ``ctx.model`` until ``config.target_flops``; return record fields."""
+
+
+def load_builtin_pruners() -> None:
+    for name in BUILTIN_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import error inside the module: show it
+                raise
+
+
+def load_plugin(spec: str) -> None:
+    """Import a user's pruner registrations from a file path or an importable module name."""
+    path = Path(spec)
+    if spec.endswith(".py") or path.exists():
+        if not path.is_file():
+            raise UserError(f"--plugin {spec}: file not found; pass a .py file or an importable module name")
+        module_name = f"laasp_plugin_{abs(hash(str(path.resolve())))}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        try:
+            loader_spec.loader.exec_module(module)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
+        return
+    try:
+        importlib.import_module(spec)
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def build_pruner_config(name: str, options: dict[str, Any], recipe: Any) -> Any:
+    """The pruner's Config from flag values, unset fields taken from the recipe, then defaults.
+
+    Returns the config; raises UserError for a missing required value.
+    """
+    cls = PRUNERS.get(name)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls.Config):
+        if options.get(f.name) is not None:
+            values[f.name] = options[f.name]
+        elif hasattr(recipe, f.name):
+            values[f.name] = getattr(recipe, f.name)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"pruner {name} needs --{f.name.replace('_', '-')}")
+    return cls.Config(**values)
+
+
+def unused_options(name: str, options: dict[str, Any]) -> list[str]:
+    """Flags the user set that the chosen pruner does not read (reported, not silently dropped)."""
+    fields = {f.name for f in dataclasses.fields(PRUNERS.get(name).Config)}
+    return sorted(k for k, v in options.items() if v is not None and k not in fields)
+
+
+def run_pruning_schedule(ctx) -> dict[str, Any]:
+    """train -> prune (pruner-specific, may recover) -> finetune to the total epoch count."""
+    cfg = ctx.config
+    pcfg = cfg.pruner_config
+    ctx.train(range(pcfg.prune_epoch), "train")
+    # The unpruned network's accuracy when pruning starts. (The unpruned *baseline* of a table
+    # is a separate `train` run to the full epoch count; this is not it.)
+    pre_prune = ctx.engine.evaluate(ctx.model) if pcfg.prune_epoch > 0 else None
+    pruner = PRUNERS.get(cfg.pruner)(pcfg)
+    fields = pruner.prune(ctx)
+    ctx.train(range(pcfg.prune_epoch, cfg.epochs), "finetune", fresh_optimizer=True)
+    return {"pre_prune": pre_prune, **fields}
