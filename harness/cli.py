@@ -138,9 +138,10 @@ def _eval(args: argparse.Namespace) -> int:
     model, payload = load_checkpoint(args.checkpoint)
     run = payload["meta"].get("record", {})
     data_cfg = DataConfig(**{k: v for k, v in run["config"]["data"].items()})
+    # Same data settings as the run (train subset included: an ImageFolder set's normalisation
+    # statistics come from the training images it loaded).
     data_cfg = replace(data_cfg, data_root=args.data_root or data_cfg.data_root,
-                       test_subset=args.test_subset if args.test_subset is not None else data_cfg.test_subset,
-                       train_subset=None)
+                       test_subset=args.test_subset if args.test_subset is not None else data_cfg.test_subset)
     data_cfg.validate()
     device = select_device(args.device)
     data = load_dataset(data_cfg, device)
