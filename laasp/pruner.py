@@ -1,0 +1,183 @@
+"""LAASP's selection loop, one step per call, usable without the harness or Ray.
+
+    pruner = LAASP(model, config, subset_x, subset_y, input_size=32, in_channels=3)
+    while not pruner.done():
+        step = pruner.step()          # one selection + one real removal
+        if step is None: break        # no layer left under its cap: target unreachable
+
+`prune_to_target` is the one-call form. Between steps the harness may train (recovery) and
+checkpoint: `state_dict()` holds everything besides the model needed to continue.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from harness.flops import count_cost
+from laasp.config import LAASPConfig
+from harness.criteria import CRITERIA, CriterionInput, lowest
+from harness.prunable import Layer, PrunableNetwork
+from laasp.selection import Candidate, CandidateEvaluator
+
+log = logging.getLogger("laasp")
+
+
+@dataclass
+class StepResult:
+    step: int
+    layer: str
+    criterion: str
+    removed: int
+    loss: float
+    runner_up_loss: float | None
+    flops_reduction: float
+    candidates: int  # distinct networks evaluated
+    tied_criteria: list[str]  # other criteria of the winning layer that chose the same filters
+    selection_s: float
+    approx_agrees: bool | None = None  # approx mode with checking: same pick as the exact search?
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class LAASP:
+    def __init__(self, model: nn.Module, config: LAASPConfig, subset_x: torch.Tensor, subset_y: torch.Tensor,
+                 input_size: int, in_channels: int, state: dict[str, Any] | None = None):
+        config.validate()
+        self.model = model
+        self.config = config
+        self.net = PrunableNetwork(model, input_size, in_channels)
+        self.evaluator = CandidateEvaluator(model, subset_x, subset_y, config.chunk_size)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.trace: list[dict[str, Any]] = []
+        self.baseline_flops = count_cost(model, input_size, in_channels).flops
+        self.original_filters = {layer.name: layer.original_filters for layer in self.net.layers}
+        self.flops_step: dict[str, int] = {}
+        if state is not None:
+            self._load_state(state)
+        else:
+            self._init_steps()
+        for layer in self.net.layers:  # channel counts at the very start, also after a resume
+            layer.original_filters = self.original_filters[layer.name]
+
+    # ----------------------------------------------------------------- set-up
+    def _init_steps(self) -> None:
+        """FLOPs step per layer, fixed before pruning starts (LAASP.md, "Step size")."""
+        if self.config.step_rule != "flops":
+            return
+        per_filter = self.net.flops_per_filter()
+        for layer in self.net.layers:
+            drop = per_filter[layer.name] / self.baseline_flops
+            self.flops_step[layer.name] = max(1, round(self.config.step_scale / (100 * drop))) if drop > 0 else 1
+
+    def cap_count(self, layer: Layer) -> int:
+        """Most filters the layer may lose; it always keeps at least one."""
+        return min(int(self.config.max_prune_rate * layer.original_filters + 1e-9), layer.original_filters - 1)
+
+    def step_size(self, layer: Layer) -> int:
+        if self.config.step_rule == "flops":
+            n = self.flops_step[layer.name]
+        else:
+            n = max(1, round(self.config.step_scale * layer.filters))
+        return min(n, self.cap_count(layer) - layer.removed)
+
+    def open_layers(self) -> list[Layer]:
+        return [layer for layer in self.net.layers if layer.removed < self.cap_count(layer)]
+
+    # ----------------------------------------------------------------- progress
+    def flops(self) -> int:
+        return count_cost(self.model, self.net.input_size, self.net.in_channels).flops
+
+    def reduction(self) -> float:
+        return 1.0 - self.flops() / self.baseline_flops
+
+    def done(self) -> bool:
+        return self.reduction() >= self.config.target_flops
+
+    # ----------------------------------------------------------------- one step
+    def candidates(self) -> list[Candidate]:
+        """Every (layer, criterion) move, merged when two produce the same network."""
+        by_key: dict[tuple, Candidate] = {}
+        for layer in self.open_layers():
+            n = self.step_size(layer)
+            for crit in self.config.criteria:
+                scores = CRITERIA.get(crit)(CriterionInput(layer.module, layer.bn, self.generator))
+                removal = self.net.removal(layer, lowest(scores, n))
+                key = removal.key(self.net.names)
+                if key in by_key:
+                    by_key[key].sources.append((layer.name, crit))
+                else:
+                    by_key[key] = Candidate(removal, [(layer.name, crit)])
+        return list(by_key.values())
+
+    def step(self) -> StepResult | None:
+        start = time.perf_counter()
+        candidates = self.candidates()
+        if not candidates:
+            return None
+        agrees = None
+        if self.config.selection == "exact":
+            winner = self.evaluator.exact(candidates)
+        else:
+            winner = self.evaluator.successive_halving(candidates, self.config.approx_start_fraction)
+            if self.config.approx_check:
+                exact_pool = [Candidate(c.removal, c.sources) for c in candidates]
+                exact_winner = self.evaluator.exact(exact_pool)
+                agrees = exact_winner.removal == winner.removal
+        layer_name, crit = winner.sources[0]
+        full = [c for c in candidates if c.images == len(self.evaluator.x) and c is not winner]
+        runner_up = min((c.loss for c in full), default=None)
+        layer = self.net.by_name[layer_name]
+        idxs = list(winner.removal.idxs)
+        selection_s = time.perf_counter() - start
+        self.net.remove(layer, idxs)
+        result = StepResult(
+            step=len(self.trace) + 1, layer=layer_name, criterion=crit, removed=len(idxs), loss=winner.loss,
+            runner_up_loss=runner_up, flops_reduction=self.reduction(), candidates=len(candidates),
+            tied_criteria=[c for ln, c in winner.sources[1:] if ln == layer_name], selection_s=selection_s,
+            approx_agrees=agrees,
+        )
+        self.trace.append(result.as_dict())
+        log.info("step %d: %s/%s -%d filters, loss %.4f, FLOPs -%.1f%%", result.step, layer_name, crit,
+                 len(idxs), winner.loss, 100 * result.flops_reduction)
+        return result
+
+    # ----------------------------------------------------------------- summaries
+    def removed_per_criterion(self) -> dict[str, int]:
+        counts: Counter[str] = Counter({c: 0 for c in self.config.criteria})
+        for entry in self.trace:
+            counts[entry["criterion"]] += entry["removed"]
+        return dict(counts)
+
+    def layer_rates(self) -> dict[str, float]:
+        return {layer.name: layer.removed / layer.original_filters for layer in self.net.layers}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trace": self.trace, "original_filters": self.original_filters, "flops_step": self.flops_step,
+                "baseline_flops": self.baseline_flops, "generator": self.generator.get_state()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.trace = list(state["trace"])
+        self.original_filters = dict(state["original_filters"])
+        self.flops_step = dict(state["flops_step"])
+        self.baseline_flops = int(state["baseline_flops"])
+        self.generator.set_state(state["generator"])
+
+
+def prune_to_target(pruner: LAASP, after_step: Callable[[StepResult], None] | None = None) -> bool:
+    """Run steps until the target is reached; False when the caps make it unreachable."""
+    while not pruner.done():
+        result = pruner.step()
+        if result is None:
+            log.warning("target FLOPs reduction %.3f unreachable under the per-layer cap %.2f: stopped at %.3f",
+                        pruner.config.target_flops, pruner.config.max_prune_rate, pruner.reduction())
+            return False
+        if after_step is not None:
+            after_step(result)
+    return True

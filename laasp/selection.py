@@ -1,0 +1,151 @@
+"""Candidate losses, fast: masks instead of copies, and cached activations of the unchanged prefix.
+
+The network is cut into a chain of stages (stem layers, residual blocks, head) whose
+composition reproduces ``model(x)``; it is checked once against the real forward pass and,
+if a model does not decompose, the whole model is one stage. For each chunk of the loss
+subset the input of every stage is computed once; a candidate then re-runs only the stages
+from the first one its removal touches, with its channels zeroed. Loss sums are float64.
+
+Exact mode evaluates every distinct candidate on the whole subset: the same decision as the
+authors' copy-and-prune loop. Approximate mode runs successive halving: all candidates see
+the first images, the better half goes on to see more, and so on until one is left or the
+whole subset is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.prunable import Removal
+
+
+def forward_chain(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Top-level children in order, Sequentials flattened, checked against ``model(example)``.
+
+    A global average pool + flatten is inserted before the first Linear: it is what every
+    model of the zoo does there (and a no-op on an already pooled 1x1 map).
+    """
+    stages: list[nn.Module] = []
+
+    def add(module: nn.Module) -> None:
+        if isinstance(module, nn.Sequential):
+            for child in module:
+                add(child)
+        else:
+            if isinstance(module, nn.Linear) and not any(isinstance(s, _PoolFlatten) for s in stages):
+                stages.append(_PoolFlatten())
+            stages.append(module)
+
+    for child in model.children():
+        add(child)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        x = example
+        try:
+            for stage in stages:
+                x = stage(x)
+            ok = x.shape == model(example).shape and torch.allclose(x, model(example), rtol=1e-4, atol=1e-5)
+        except Exception:  # a model whose children do not compose: use it whole
+            ok = False
+    model.train(was_training)
+    return stages if ok else [model]
+
+
+class _PoolFlatten(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(x, 1).flatten(1) if x.dim() == 4 else x
+
+
+@dataclass
+class Candidate:
+    """One distinct network change, possibly reached by several (layer, criterion) pairs."""
+
+    removal: Removal
+    sources: list[tuple[str, str]]  # (layer, criterion), in the authors' loop order
+    first_stage: int = 0
+    loss_sum: float = 0.0
+    images: int = 0
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / self.images if self.images else float("inf")
+
+
+class CandidateEvaluator:
+    """Loss of the model with each candidate's channels zeroed, on a fixed subset."""
+
+    def __init__(self, model: nn.Module, subset_x: torch.Tensor, subset_y: torch.Tensor, chunk_size: int):
+        self.model = model
+        self.x, self.y = subset_x, subset_y
+        self.chunk_size = chunk_size
+        self.stages = forward_chain(model, subset_x[: min(8, len(subset_x))])
+        self.stage_of: dict[nn.Module, int] = {}
+        for i, stage in enumerate(self.stages):
+            for m in stage.modules():
+                self.stage_of.setdefault(m, i)
+        self._active: dict[nn.Module, torch.Tensor] = {}
+
+    def _hook(self, module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
+        idx = self._active.get(module)
+        return out if idx is None else out.index_fill(1, idx, 0.0)
+
+    def losses(self, candidates: list[Candidate], n_images: int | None = None, start_image: int = 0) -> None:
+        """Add to each candidate's loss sum the loss on images [start_image, n_images)."""
+        n_images = len(self.x) if n_images is None else min(n_images, len(self.x))
+        for cand in candidates:
+            cand.first_stage = min(self.stage_of.get(m, 0) for m, _ in cand.removal.masks) if cand.removal.masks else 0
+        masked = {m for c in candidates for m, _ in c.removal.masks}
+        handles = [m.register_forward_hook(self._hook) for m in masked]
+        device = self.x.device
+        index = {id(c): [(m, torch.tensor(i, device=device, dtype=torch.long)) for m, i in c.removal.masks]
+                 for c in candidates}
+        was_training = self.model.training
+        self.model.eval()  # batch norm uses its running statistics: a deterministic loss
+        try:
+            with torch.inference_mode():
+                for lo in range(start_image, n_images, self.chunk_size):
+                    hi = min(lo + self.chunk_size, n_images)
+                    x, y = self.x[lo:hi], self.y[lo:hi]
+                    inputs = [x]
+                    for stage in self.stages[:-1]:
+                        inputs.append(stage(inputs[-1]))
+                    for cand in candidates:
+                        self._active = dict(index[id(cand)])
+                        h = inputs[cand.first_stage]
+                        for stage in self.stages[cand.first_stage:]:
+                            h = stage(h)
+                        cand.loss_sum += float(F.cross_entropy(h.double(), y, reduction="sum"))
+                        cand.images += hi - lo
+                    self._active = {}
+        finally:
+            for h in handles:
+                h.remove()
+            self._active = {}
+            self.model.train(was_training)
+
+    def exact(self, candidates: list[Candidate]) -> Candidate:
+        self.losses(candidates)
+        return best(candidates)
+
+    def successive_halving(self, candidates: list[Candidate], start_fraction: float) -> Candidate:
+        """Approximate: halve the field each round while doubling the images seen."""
+        n_total = len(self.x)
+        seen = 0
+        n = max(1, int(round(start_fraction * n_total)))
+        alive = list(candidates)
+        while True:
+            self.losses(alive, n_images=n, start_image=seen)
+            seen = min(n, n_total)
+            if len(alive) == 1 or seen >= n_total:
+                return best(alive)
+            alive = sorted(alive, key=lambda c: c.loss)[: max(1, (len(alive) + 1) // 2)]
+            n = min(n_total, 2 * n)
+
+
+def best(candidates: list[Candidate]) -> Candidate:
+    """Smallest loss; ties go to the first in the authors' loop order (layer, then criterion)."""
+    return min(candidates, key=lambda c: c.loss)
