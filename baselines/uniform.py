@@ -1,0 +1,71 @@
+"""Uniform-ratio baselines: the same pruned fraction in every prunable conv layer.
+
+- ``l1_uniform``: Li et al., "Pruning Filters for Efficient ConvNets" (ICLR 2017): the filters
+  with the smallest L1 norm of their weights go.
+- ``fpgm``: He et al., "Filter Pruning via Geometric Median" (CVPR 2019): the filters nearest
+  the layer's geometric median go, i.e. those with the smallest sum of Euclidean distances to
+  the other filters, on the raw weights (criterion ``eucl``). torch-pruning's FPGMImportance
+  measures distances between *squared magnitudes* |w|^2, which discards signs and is not the
+  paper's criterion; tests/test_baselines.py shows a layer where the two disagree.
+- ``random``: random filters at the same uniform ratio (seeded from the run's seed).
+
+The ratio r is solved for the FLOPs target. Layer sizes differ (16/32/64 filters in the CIFAR
+ResNets), so r x filters is rarely an integer: a layer of C filters loses round(r x C). As r
+grows, layer g's k-th filter goes at r = (k - 1/2) / C_g; the solver walks these events in
+order of r (ties: module order) and bisects for the fewest that meet the target, so every
+layer's rate is within 1/(2 C) of r. If that last filter overshoots the target by more than
+0.5 pt (one channel of a wide coupled group, see `baselines.common.solve`), its group is
+passed over and keeps one filter more (rate within 3/(2 C) of r; listed in the record's
+``passed_over``) while the walk finishes on smaller layers. Coupled layers (a residual stage's
+shared channels, MobileNetV2's expansion + depthwise pair) are one group: the ratio applies to
+the group once, scored by the criterion summed over its convs (see `baselines.common`), so all
+of them lose the same channels and report the same rate.
+"""
+from __future__ import annotations
+
+import torch
+
+from baselines.common import CoupledGroup, FlopsModel, OneShotPruner, Plan, group_scores, solve
+from harness.criteria import lowest
+from harness.prunable import PrunableNetwork
+from harness.pruners import PRUNERS
+
+
+def uniform_events(groups: list[CoupledGroup]) -> list[tuple[float, int]]:
+    """(ratio at which the filter goes, group index) for every removable filter, in removal order."""
+    events = [((k - 0.5) / g.channels, g.index) for g in groups for k in range(1, g.cap + 1)]
+    events.sort()
+    return events
+
+
+class UniformPruner(OneShotPruner):
+    """Prune every coupled group at one ratio, ranking its channels by ``criterion``."""
+
+    criterion = "l1"
+
+    def plan(self, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
+             tolerance: float, generator: torch.Generator) -> Plan:
+        events = uniform_events(groups)
+        sol = solve([g for _, g in events], model, budget, tolerance)
+        ratio = events[sol.taken[-1]][0] if sol.taken else 0.0
+        removed = {}
+        for g in groups:  # scores for every group, also unpruned ones: the same random stream for any target
+            scores = group_scores(g, self.criterion, generator)
+            if sol.counts[g.index]:
+                removed[g.index] = lowest(scores, sol.counts[g.index])
+        return Plan(removed, sol.flops, self.criterion, sol.skipped, {"uniform_ratio": ratio})
+
+
+@PRUNERS.register("l1_uniform", source="Li et al. 2017: uniform ratio per layer, smallest L1 norm")
+class L1Uniform(UniformPruner):
+    criterion = "l1"
+
+
+@PRUNERS.register("fpgm", source="He et al. 2019: uniform ratio per layer, nearest the geometric median")
+class FPGM(UniformPruner):
+    criterion = "eucl"
+
+
+@PRUNERS.register("random", source="random filters at a uniform ratio per layer (sanity baseline)")
+class RandomUniform(UniformPruner):
+    criterion = "random"

@@ -1,0 +1,67 @@
+"""A minimal pruner plugin: ``python run_bench.py run --plugin examples/my_pruner.py --pruner widest_l2 ...``
+
+Each step removes the 10% lowest-L2 filters of the widest prunable layer, until the FLOPs
+target is met. It shows the whole contract: a frozen ``Config`` dataclass whose fields are
+filled from the flags of the same name (unset ones from the model family's recipe), a
+``validate`` that raises `UserError`, and ``prune(ctx)`` that removes filters from ``ctx.model``
+and returns the standard record fields.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.criteria import CRITERIA, CriterionInput, lowest
+from harness.errors import UserError
+from harness.prunable import PrunableNetwork
+from harness.pruners import PRUNERS, Pruner
+
+
+@dataclass(frozen=True)
+class WidestL2Config:
+    target_flops: float          # --target-flops (required: no recipe default)
+    prune_epoch: int = 0         # --prune-epoch (the schedule trains this many epochs first)
+    max_prune_rate: float = 1.0  # --max-prune-rate (per-layer cap)
+
+    def validate(self, job=None) -> None:
+        if not 0 < self.target_flops < 1:
+            raise UserError(f"--target-flops must be in (0, 1), e.g. 0.5 (got {self.target_flops})")
+        if not 0 < self.max_prune_rate <= 1:
+            raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
+        if job is not None and not 0 <= self.prune_epoch <= job.epochs:
+            raise UserError(f"--prune-epoch must be in [0, --epochs {job.epochs}] (got {self.prune_epoch})")
+
+
+@PRUNERS.register("widest_l2", source="example plugin: 10% lowest-L2 filters of the widest layer per step")
+class WidestL2(Pruner):
+    Config = WidestL2Config
+
+    def prune(self, ctx) -> dict:
+        cfg = self.config
+        net = PrunableNetwork(ctx.model, ctx.data.image_size, ctx.data.in_channels)
+        generator = torch.Generator().manual_seed(ctx.config.seed)
+        trace = []
+
+        def keeps(layer):  # filters the layer must keep under the cap (always >= 1)
+            return max(1, layer.original_filters - int(cfg.max_prune_rate * layer.original_filters))
+
+        while ctx.cost_fields()["flops_reduction"] < cfg.target_flops:
+            open_layers = [layer for layer in net.layers if layer.filters > keeps(layer)]
+            if not open_layers:
+                break
+            layer = max(open_layers, key=lambda l: l.filters)
+            n = min(max(1, round(0.1 * layer.filters)), layer.filters - keeps(layer))
+            scores = CRITERIA.get("l2")(CriterionInput(layer.module, layer.bn, generator))
+            net.remove(layer, lowest(scores, n))  # also removes every coupled channel
+            trace.append({"step": len(trace) + 1, "layer": layer.name, "criterion": "l2", "removed": n,
+                          "loss": None, "runner_up_loss": None,
+                          "flops_reduction": ctx.cost_fields()["flops_reduction"]})
+        reached = ctx.cost_fields()["flops_reduction"] >= cfg.target_flops
+        return {
+            "target_flops": cfg.target_flops,
+            "target_reached": reached,
+            "trace": trace,
+            "removed_per_criterion": {"l2": sum(s["removed"] for s in trace)},
+            "layer_rates": {l.name: l.removed / l.original_filters for l in net.layers},
+        }
