@@ -272,8 +272,7 @@ class OneShotPruner(Pruner):
             print(f"{ctx.config.pruner}: target FLOPs reduction {cfg.target_flops:.3f} is unreachable under the "
                   f"per-layer cap {cfg.max_prune_rate}: stopped at {reduction:.3f}")
         removed = sum(len(v) for v in plan.removed.values())
-        if ctx.report is not None:
-            ctx.report({"phase": "prune", "step": 1, **ctx.cost_fields()})
+        ctx.report({"phase": "prune", "step": 1, **ctx.cost_fields()})
         rates = {}
         for g in groups:
             for layer, _ in g.members:

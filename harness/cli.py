@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Callable, Sequence
 
+from harness.engine import TrainingDiverged
 from harness.errors import UserError
 from harness.registry import Registry
 
@@ -80,11 +81,24 @@ def job_config_from_args(args: argparse.Namespace, pruner_config=None):
     data = DataConfig(dataset=args.dataset, data_root=args.data_root, train_subset=args.train_subset,
                       test_subset=args.test_subset, subset_seed=args.subset_seed, download=args.download,
                       workers=args.workers)
+    budget = getattr(args, "epoch_budget", None)
+    if getattr(args, "match_epochs", None):
+        from harness.job import epochs_of_record
+
+        budget = epochs_of_record(args.match_epochs)
     cfg = JobConfig(model=args.model, data=data, optim=optim, epochs=epochs, seed=args.seed, device=args.device,
                     amp=not args.no_amp, out=args.out, progress=not args.quiet,
-                    pruner=getattr(args, "pruner", None), pruner_config=pruner_config)
+                    pruner=getattr(args, "pruner", None), pruner_config=pruner_config,
+                    init_checkpoint=getattr(args, "from_checkpoint", None), epoch_budget=budget)
     cfg.validate()
     return cfg
+
+
+def state_path(cfg):
+    """Where an interruptible run keeps its state: rerunning the same command resumes from it."""
+    from pathlib import Path
+
+    return Path(cfg.out) / "state.pt" if cfg.out else None
 
 
 def _pick(value, default):
@@ -109,7 +123,8 @@ def _train_parser(p: argparse.ArgumentParser) -> None:
 def _train(args: argparse.Namespace) -> int:
     from harness.job import run_job
 
-    record = run_job(job_config_from_args(args))
+    cfg = job_config_from_args(args)
+    record = run_job(cfg, state_path=state_path(cfg))
     print(result_line(record))
     return 0
 
@@ -226,6 +241,11 @@ def add_pruning_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--approx-check", action="store_true", default=None,
                    help="LAASP approx: also run the exact search each step and record agreement")
     g.add_argument("--chunk-size", type=int, help="LAASP: images per forward pass when scoring candidates")
+    g.add_argument("--from-checkpoint", metavar="PATH",
+                   help="three-stage mode: prune this trained checkpoint.pt at once, then fine-tune --epochs")
+    g.add_argument("--epoch-budget", type=int, help="train exactly N epochs in all (extra ones after pruning)")
+    g.add_argument("--match-epochs", metavar="RECORD",
+                   help="same total epoch budget as that run's record.json (e.g. a LAASP run, recovery included)")
 
 
 PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
@@ -246,7 +266,9 @@ def pruner_config_from_args(args: argparse.Namespace):
     options = {k: getattr(args, k) for k in PRUNING_OPTIONS}
     if options["step_rule"] not in (None, recipe.step_rule) and options["step_scale"] is None:
         options["step_scale"] = DEFAULT_STEP_SCALE[options["step_rule"]]
-    if args.epochs is not None and options["prune_epoch"] is None:
+    if args.from_checkpoint and options["prune_epoch"] is None:
+        options["prune_epoch"] = 0
+    elif args.epochs is not None and options["prune_epoch"] is None:
         # a shortened run keeps the recipe's proportion of training before pruning
         options["prune_epoch"] = round(recipe.prune_epoch * args.epochs / recipe.epochs)
     ignored = unused_options(args.pruner, options)
@@ -266,7 +288,7 @@ def _run(args: argparse.Namespace) -> int:
     from harness.job import run_job
 
     cfg = job_config_from_args(args, pruner_config=pruner_config_from_args(args))
-    record = run_job(cfg)
+    record = run_job(cfg, state_path=state_path(cfg))
     print(result_line(record))
     return 0
 
@@ -293,8 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"error: training diverged ({exc}); lower --lr or check the data", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = getattr(args, "out", None)
+        hint = f"; rerun the same command to resume from {out}/state.pt" if out else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
 
 

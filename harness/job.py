@@ -1,29 +1,34 @@
 """One run of the benchmark: train (and, with a pruner, prune) a model, then write its record.
 
 This is the Ray-free core: the CLI calls it directly, and sweep trainables wrap it, passing a
-``report`` callback that receives every history entry.
+``report`` callback. The run is resumable: after every epoch and every pruning step its whole
+state (network, optimizer, history, pruner progress, RNG) is written atomically to
+``state_path``; calling `run_job` again with the same config and state file continues where
+the run stopped instead of starting over.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from harness.checkpoint import save_checkpoint
+from harness.checkpoint import load_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
 from harness.data import DataConfig, Dataset, load_dataset
 from harness.device import Precision, select_device
-from harness.engine import Engine, OptimConfig, TrainingState
+from harness.engine import Engine, OptimConfig, TrainingState, make_optimizer
 from harness.errors import UserError
 from harness.flops import Cost, count_cost
 from harness.models import MODELS, build_model, check_input_size
-from harness.records import FLOPS_COUNTER, cost_entry, to_jsonable, write_json_atomic
+from harness.records import FLOPS_COUNTER, cost_entry, read_json, to_jsonable, write_json_atomic
 from harness.repro import environment, seed_everything
 
-Report = Callable[[dict[str, Any]], None]
+# report(entry, state_path): every history entry (phase train/recover/finetune) and every
+# pruning step (phase "prune"); state_path holds the run's state as of that entry, or None.
+Report = Callable[[dict[str, Any], "Path | None"], None]
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class JobConfig:
     progress: bool = True
     pruner: str | None = None
     pruner_config: Any = None  # the pruner's own typed config (see harness.pruners)
+    init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
+    epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
 
     def validate(self) -> None:
         MODELS.get(self.model)  # unknown model: UserError listing the registered ones
@@ -46,8 +53,29 @@ class JobConfig:
         self.optim.validate()
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
+        if (self.init_checkpoint or self.epoch_budget is not None) and self.pruner is None:
+            raise UserError("--from-checkpoint and --epoch-budget/--match-epochs need a pruner; use `run --pruner ...`")
+        if self.pruner is not None:
+            from harness.pruners import PRUNERS, load_builtin_pruners
+
+            load_builtin_pruners()
+            PRUNERS.get(self.pruner)  # unknown pruner: UserError listing the registered ones
+            if self.pruner_config is None:
+                raise UserError(f"pruner {self.pruner} needs its config (--target-flops at least)")
         if self.pruner_config is not None:
             self.pruner_config.validate(self)
+            if self.init_checkpoint and self.pruner_config.prune_epoch != 0:
+                raise UserError("--from-checkpoint prunes the loaded network at once; use --prune-epoch 0 (or omit it)")
+        if self.epoch_budget is not None and self.epoch_budget < self.epochs:
+            raise UserError(f"--epoch-budget {self.epoch_budget} is below --epochs {self.epochs}; "
+                            "the budget counts every epoch trained, so it must be >= --epochs")
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a saved state to be resumed (output and display settings may differ)."""
+        d = to_jsonable(asdict(self))
+        for key in ("out", "progress", "device"):
+            d.pop(key, None)
+        return d
 
 
 @dataclass
@@ -60,16 +88,17 @@ class JobContext:
     engine: Engine
     state: TrainingState
     baseline_cost: Cost
-    report: Report | None = None
+    report_fn: Report | None = None
+    state_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    stage: str = "train"  # train -> prune -> finetune -> done
+    pruner_state: dict[str, Any] | None = None  # the pruner's own progress, saved with the run
+    pruner_fields: dict[str, Any] = field(default_factory=dict)  # record fields of a finished prune
+    pre_prune: dict[str, float] | None = None
 
     @property
     def model(self) -> nn.Module:
         return self.state.model
-
-    @model.setter
-    def model(self, value: nn.Module) -> None:
-        self.state.model = value
 
     def cost(self) -> Cost:
         return count_cost(self.model, self.data.image_size, self.data.in_channels)
@@ -80,51 +109,149 @@ class JobContext:
                 "flops_reduction": 1.0 - c.flops / self.baseline_cost.flops,
                 "params_reduction": 1.0 - c.params / self.baseline_cost.params}
 
+    def epochs_in_phase(self, phase: str) -> int:
+        return sum(1 for e in self.state.history if e["phase"] == phase)
+
     def train(self, schedule_epochs, phase: str, **kwargs) -> None:
-        """Run epochs through the shared engine; each history entry carries the current cost."""
+        """Run epochs through the shared engine; each is saved and reported when it ends."""
         start = time.perf_counter()
+
+        def epoch_end(entry: dict[str, Any]) -> None:
+            self.add_time(f"{phase}_s", time.perf_counter() - self._phase_start)
+            self._phase_start = time.perf_counter()
+            self.checkpoint(entry)
+
+        self._phase_start = start
         self.engine.run_epochs(self.state, schedule_epochs, phase, extra=self.cost_fields,
-                               on_epoch_end=self.report, **kwargs)
-        self.add_time(f"{phase}_s", time.perf_counter() - start)
+                               on_epoch_end=epoch_end, **kwargs)
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
 
+    def report(self, entry: dict[str, Any]) -> None:
+        """Report without saving state (e.g. in the middle of an atomic one-shot prune)."""
+        if self.report_fn is not None:
+            self.report_fn(entry, None)
 
-def prepare(cfg: JobConfig, report: Report | None = None) -> JobContext:
+    def checkpoint(self, entry: dict[str, Any] | None = None) -> None:
+        """Save the whole run state (if resumable), then report ``entry``."""
+        if self.state_path is not None:
+            opt = self.state.optimizer
+            save_checkpoint(self.state_path, self.model, self.config.model, self.data.num_classes,
+                            self.data.in_channels, meta={"job": self.config.identity()}, extra_state={
+                                "stage": self.stage,
+                                "history": self.state.history,
+                                "epochs_trained": self.state.epochs_trained,
+                                "train_time_s": self.state.train_time_s,
+                                "timings": self.timings,
+                                "optimizer": opt.state_dict() if opt is not None else None,
+                                "pruner_state": self.pruner_state,
+                                "pruner_fields": to_jsonable(self.pruner_fields),
+                                "pre_prune": self.pre_prune,
+                                "rng": torch.get_rng_state(),
+                            })
+        if entry is not None and self.report_fn is not None:
+            self.report_fn(entry, self.state_path)
+
+
+def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | None = None) -> JobContext:
     """Validate, load data and build the model: every input error surfaces here, before training."""
     cfg.validate()
+    resume = _read_state(state_path, cfg) if state_path is not None and Path(state_path).exists() else None
+    init = read_checkpoint(cfg.init_checkpoint) if cfg.init_checkpoint and resume is None else None
     device = select_device(cfg.device)
     data = load_dataset(cfg.data, device)
     check_input_size(cfg.model, data.image_size)
     seed_everything(cfg.seed)
     precision = Precision(device, cfg.amp)
-    model = precision.prepare_model(build_model(cfg.model, data.num_classes, data.in_channels))
+    model = build_model(cfg.model, data.num_classes, data.in_channels)
+    baseline = count_cost(model, data.image_size, data.in_channels)  # always the unpruned architecture
+    if init is not None:
+        _check_same_network(init, cfg, data)
+        model = model_from_payload(init)
+    if resume is not None:
+        model = model_from_payload(resume)
+    model = precision.prepare_model(model)
     engine = Engine(data, cfg.optim, precision, cfg.seed, progress=cfg.progress)
-    baseline = count_cost(model, data.image_size, data.in_channels)
-    return JobContext(cfg, data, precision, engine, TrainingState(model), baseline, report)
+    ctx = JobContext(cfg, data, precision, engine, TrainingState(model), baseline, report,
+                     Path(state_path) if state_path is not None else None)
+    if resume is not None:
+        _restore(ctx, resume["extra_state"])
+    return ctx
 
 
-def run_job(cfg: JobConfig, report: Report | None = None) -> dict[str, Any]:
-    """Train (plain or with the configured pruner), evaluate, save checkpoint and record."""
+def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
+    payload = read_checkpoint(path)
+    if payload["meta"].get("job") != cfg.identity():
+        raise UserError(f"{path} holds the state of a run with other settings; use another --out, "
+                        "or delete the file to start over")
+    return payload
+
+
+def _check_same_network(payload: dict[str, Any], cfg: JobConfig, data: Dataset) -> None:
+    got = (payload["model"], payload["num_classes"], payload["in_channels"])
+    want = (cfg.model, data.num_classes, data.in_channels)
+    if got != want:
+        raise UserError(f"--from-checkpoint holds {got[0]} ({got[1]} classes, {got[2]} channels) but the run is "
+                        f"{want[0]} on {cfg.data.dataset} ({want[1]} classes, {want[2]} channels); "
+                        "pass the matching --model and --dataset")
+
+
+def _restore(ctx: JobContext, saved: dict[str, Any]) -> None:
+    ctx.stage = saved["stage"]
+    ctx.state.history = list(saved["history"])
+    ctx.state.epochs_trained = int(saved["epochs_trained"])
+    ctx.state.train_time_s = float(saved["train_time_s"])
+    ctx.timings = dict(saved["timings"])
+    ctx.pruner_state = saved["pruner_state"]
+    ctx.pruner_fields = dict(saved["pruner_fields"])
+    ctx.pre_prune = saved["pre_prune"]
+    torch.set_rng_state(saved["rng"])
+    if saved["optimizer"] is not None:
+        ctx.state.optimizer = make_optimizer(ctx.model, ctx.config.optim)
+        ctx.state.optimizer.load_state_dict(saved["optimizer"])
+
+
+def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path | None = None) -> dict[str, Any]:
+    """Train (plain or with the configured pruner), evaluate, save checkpoint and record.
+
+    With ``state_path`` (the CLI uses ``<out>/state.pt``) the run can be interrupted and
+    resumed; the state file is removed once the record is written.
+    """
     wall_start = time.perf_counter()
-    ctx = prepare(cfg, report)
-    extra: dict[str, Any] = {}
+    if cfg.out and (Path(cfg.out) / "record.json").exists():
+        raise UserError(f"{Path(cfg.out) / 'record.json'} already exists: that run is finished; "
+                        "choose another --out (nothing was overwritten)")
+    ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
+    wall_before = ctx.timings.get("wall_s", 0.0)
     if cfg.pruner is None:
-        ctx.train(range(cfg.epochs), "train")
+        ctx.train(range(ctx.epochs_in_phase("train"), cfg.epochs), "train")
     else:
         from harness.pruners import run_pruning_schedule
 
-        extra = run_pruning_schedule(ctx)
+        run_pruning_schedule(ctx)
+    ctx.stage = "done"
     final = ctx.engine.evaluate(ctx.model)
-    record = build_record(ctx, final, time.perf_counter() - wall_start, extra)
+    extra = {"pre_prune": ctx.pre_prune, **ctx.pruner_fields} if cfg.pruner is not None else {}
+    if cfg.init_checkpoint:
+        extra["init"] = _init_summary(cfg.init_checkpoint)
+    record = build_record(ctx, final, wall_before + time.perf_counter() - wall_start, extra)
     if cfg.out:
         out = Path(cfg.out)
         ckpt = save_checkpoint(out / "checkpoint.pt", ctx.model, cfg.model, ctx.data.num_classes,
                                ctx.data.in_channels, meta={"record": to_jsonable(_record_summary(record))})
         record["checkpoint"] = str(ckpt.resolve())
         write_json_atomic(out / "record.json", record)
+    if ctx.state_path is not None:
+        ctx.state_path.unlink(missing_ok=True)
     return record
+
+
+def _init_summary(path: str) -> dict[str, Any]:
+    """Where a three-stage run's network came from, so tables can count its whole epoch budget."""
+    meta = read_checkpoint(path)["meta"].get("record", {})
+    return {"checkpoint": str(Path(path).resolve()), "epochs_trained": meta.get("epochs_trained"),
+            "final": meta.get("final")}
 
 
 def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
@@ -156,3 +283,11 @@ def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint remembers of its run (eval reuses the dataset settings)."""
     return {k: record[k] for k in ("model", "dataset", "pruner", "seed", "config", "final", "flops", "params",
                                    "epochs_trained")}
+
+
+def epochs_of_record(path: str | Path) -> int:
+    """``epochs_trained`` of a finished run's record.json (for --match-epochs)."""
+    try:
+        return int(read_json(path)["epochs_trained"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--match-epochs {path}: not a readable record.json with epochs_trained ({exc})") from exc

@@ -3,6 +3,9 @@
 Recovery (LAASP.md): whenever the FLOPs reduction has grown by ``recover_flop`` since the
 last recovery, train ``recover_epoch`` epochs at the learning rate of ``prune_epoch`` with a
 fresh SGD optimizer. These epochs come on top of the schedule and are counted in the record.
+
+After every step and every recovery epoch the run's state is saved (``ctx.checkpoint``) with
+the loop's own progress in ``ctx.pruner_state``, so an interrupted run resumes mid-pruning.
 """
 from __future__ import annotations
 
@@ -24,39 +27,52 @@ class LAASPPruner(Pruner):
         data = ctx.data
         subset_size = min(cfg.subset_size or data.train_size, data.train_size)
         subset_x, subset_y = data.loss_subset(subset_size, seed=ctx.config.seed)
-        pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels)
+        loop = ctx.pruner_state or {"laasp": None, "last_recovery": 0.0, "recoveries": 0, "recover_left": 0,
+                                    "reached": None}
+        pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels, state=loop["laasp"])
         recover_lr = ctx.config.optim.lr_at(cfg.prune_epoch)
-        last_recovery = 0.0
-        recoveries = 0
-        select_s = 0.0
-        reached = True
-        while not pruner.done():
+
+        def save(entry: dict[str, Any] | None) -> None:
+            loop["laasp"] = pruner.state_dict()
+            ctx.pruner_state = loop
+            ctx.checkpoint(entry)
+
+        def recover() -> None:
+            while loop["recover_left"] > 0:
+                fresh = loop["recover_left"] == cfg.recover_epoch  # each recovery starts a new SGD optimizer
+                loop["recover_left"] -= 1
+                ctx.pruner_state = loop
+                ctx.train([cfg.prune_epoch], "recover", fixed_lr=recover_lr, fresh_optimizer=fresh)
+
+        recover()  # finish a recovery an interruption cut short
+        while loop["reached"] is None:
+            if pruner.done():
+                loop["reached"] = True
+                break
             start = time.perf_counter()
             step = pruner.step()
-            select_s += time.perf_counter() - start
+            ctx.add_time("selection_s", time.perf_counter() - start)
             if step is None:
-                reached = False
+                loop["reached"] = False
                 break
-            if ctx.report is not None:
-                ctx.report({"phase": "prune", "step": step.step, **ctx.cost_fields()})
-            if cfg.recover_epoch > 0 and step.flops_reduction - last_recovery >= cfg.recover_flop - 1e-12:
-                ctx.train([cfg.prune_epoch] * cfg.recover_epoch, "recover", fixed_lr=recover_lr,
-                          fresh_optimizer=True)
-                last_recovery = step.flops_reduction
-                recoveries += 1
-        ctx.add_time("selection_s", select_s)
+            if cfg.recover_epoch > 0 and step.flops_reduction - loop["last_recovery"] >= cfg.recover_flop - 1e-12:
+                loop["last_recovery"] = step.flops_reduction
+                loop["recoveries"] += 1
+                loop["recover_left"] = cfg.recover_epoch
+            save({"phase": "prune", "step": step.step, **ctx.cost_fields()})
+            recover()
         reduction = pruner.reduction()
-        if not reached:
+        if not loop["reached"]:
             print(f"laasp: target FLOPs reduction {cfg.target_flops:.3f} is unreachable under the per-layer cap "
                   f"{cfg.max_prune_rate}: stopped at {reduction:.3f}")
         agreement = [s["approx_agrees"] for s in pruner.trace if s["approx_agrees"] is not None]
         return {
             "target_flops": cfg.target_flops,
-            "target_reached": reached,
+            "target_reached": loop["reached"],
             "trace": pruner.trace,
             "removed_per_criterion": pruner.removed_per_criterion(),
             "layer_rates": pruner.layer_rates(),
-            "recoveries": recoveries,
+            "recoveries": loop["recoveries"],
             "subset_size": subset_size,
             "selection": cfg.selection,
             "approx_agreement": sum(agreement) / len(agreement) if agreement else None,

@@ -45,14 +45,20 @@ class FakeCtx:
         self.data = SimpleNamespace(image_size=size, in_channels=in_channels)
         self.config = SimpleNamespace(seed=seed, pruner="test")
         self.baseline_cost = count_cost(model, size, in_channels)
-        self.report = None
+        self.reports: list[dict] = []
         self.timings: dict[str, float] = {}
+
+    def report(self, entry: dict) -> None:
+        self.reports.append(entry)
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
 
     def reduction(self) -> float:
         return 1.0 - count_cost(self.model, self.data.image_size, self.data.in_channels).flops / self.baseline_cost.flops
+
+    def cost_fields(self) -> dict:
+        return {"flops_reduction": self.reduction()}
 
 
 def prune(pruner: str, model: nn.Module, size: int, target: float, in_channels: int = 3, seed: int = 0,

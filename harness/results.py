@@ -1,0 +1,121 @@
+"""Finding the records of a results folder, and reading the fields tables and plots need.
+
+A folder is either a sweep (``results/<sweep>/records/*.json``, one record per trial, with
+``status`` "ok" or "failed") or any tree of single runs (``<folder>/**/record.json``, as
+``run_bench.py train/run --out <folder>/<name>`` writes them). Everything here reads only
+what the records say: nothing is re-measured or filled in.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from harness.errors import UserError
+
+SOURCE_KEY = "_source"  # added to each loaded record: the file it came from
+
+
+def find_record_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; pass a results folder such as results/<sweep> "
+                        "(holding records/*.json or */record.json)")
+    sweep = sorted(p for p in (folder / "records").glob("*.json") if not p.name.startswith("."))
+    if sweep:
+        return sweep
+    return sorted(p for p in folder.rglob("record.json") if not any(part.startswith(".") for part in p.parts[-2:]))
+
+
+def load_records(folder: str | Path) -> list[dict[str, Any]]:
+    """Every record in ``folder`` (each with ``_source`` = its path); UserError when there are none."""
+    files = find_record_files(folder)
+    if not files:
+        raise UserError(f"{folder}: no records found (looked for records/*.json and */record.json); pass a sweep "
+                        f"folder such as results/<sweep>, or write runs into it with `run_bench.py train/run --out "
+                        f"{folder}/<name>`")
+    records = []
+    for path in files:
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: not a readable JSON record ({exc}); fix or remove the file") from exc
+        if not isinstance(record, dict) or "model" not in record:
+            raise UserError(f"{path}: not a run record (no 'model' field); remove it from the records folder")
+        record[SOURCE_KEY] = str(path)
+        records.append(record)
+    return records
+
+
+# ---------------------------------------------------------------- fields
+def status(record: dict[str, Any]) -> str:
+    """"ok" or "failed"; a record without ``status`` (a single run) is ok when it has final metrics."""
+    s = record.get("status")
+    if s is not None:
+        return str(s)
+    return "ok" if isinstance(record.get("final"), dict) else "failed"
+
+
+def is_ok(record: dict[str, Any]) -> bool:
+    return status(record) == "ok" and isinstance(record.get("final"), dict)
+
+
+def is_unpruned(record: dict[str, Any]) -> bool:
+    return record.get("pruner") is None
+
+
+def dataset_of(record: dict[str, Any]) -> str:
+    return record.get("dataset") or _get(record, "config", "data", "dataset") or "?"
+
+
+def target_of(record: dict[str, Any]) -> float | None:
+    """The requested FLOPs reduction (fraction); None for an unpruned run."""
+    if is_unpruned(record):
+        return None
+    value = _get(record, "config", "pruner_config", "target_flops")
+    if value is None:
+        value = record.get("target_flops")
+    return None if value is None else float(value)
+
+
+def epochs_of(record: dict[str, Any]) -> int | None:
+    """Epochs actually trained, the init checkpoint's included for a three-stage run (``init``)."""
+    epochs = record.get("epochs_trained")
+    if epochs is None:
+        return None
+    init = record.get("init") or {}
+    return int(epochs) + int(init.get("epochs_trained") or 0)
+
+
+def metric(record: dict[str, Any], *path: str) -> float | None:
+    """A finite number at ``path`` in the record, else None (JSON stores NaN as null)."""
+    value = _get(record, *path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def label(record: dict[str, Any]) -> str:
+    """A short name of the run for legends and footnotes."""
+    name = record.get("trial_id") or Path(record.get(SOURCE_KEY, "?")).parent.name
+    if Path(record.get(SOURCE_KEY, "")).parent.name == "records":
+        name = record.get("trial_id") or Path(record[SOURCE_KEY]).stem
+    return str(name)
+
+
+def config_key(record: dict[str, Any]) -> str:
+    """The run's settings minus seed and output/display ones: equal keys = the same experiment."""
+    cfg = dict(record.get("config") or {})
+    for key in ("seed", "out", "progress", "device"):
+        cfg.pop(key, None)
+    return json.dumps(cfg, sort_keys=True, default=str)
+
+
+def _get(record: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record

@@ -1,0 +1,408 @@
+"""The comparison table, computed from records alone, in the seed table's form and more.
+
+Rows are groups of runs with the same (model, dataset, pruner, target FLOPs reduction); the
+unpruned runs (``pruner`` null) of a model and dataset form their own row and are the
+baseline of every pruned row of that model and dataset. Per group:
+
+- baseline top-1, pruned top-1, pruned top-5: mean ± sample standard deviation (ddof=1) over
+  the group's successful runs (one per seed). With a single run the std is undefined and
+  shown as ``n/a`` (empty in CSV), never as 0.
+- top-1 drop = baseline mean - pruned mean, computed here (positive = accuracy lost).
+- FLOPs / params reduction (mean, %), measured speed-up at batch 1 and 64 (mean of the
+  records' ``latency``), runs, failed runs, epochs actually trained (min-max).
+
+Failed trials are counted in their group's ``failed`` column and listed in the notes; they
+never enter a mean. Nothing is invented: a missing baseline or latency is ``n/a`` with a note.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from harness import results as R
+from harness.errors import UserError
+from harness.paper import MATCH_TOLERANCE, PAPER_RESULTS, SOURCE, PaperResult, match_paper
+
+FORMATS = ("md", "csv", "latex")
+UNPRUNED = "unpruned"  # the pruner column of baseline rows
+NA = "n/a"
+MAX_FAILED_LISTED = 10
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample std (ddof=1) of some runs' values; std is None below two values."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float | None]) -> "Stat":
+        xs = [float(v) for v in values if v is not None]
+        if not xs:
+            return cls(None, None, 0)
+        return cls(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
+
+
+@dataclass
+class Row:
+    model: str
+    dataset: str
+    pruner: str | None                   # None: the unpruned baseline row
+    target: float | None                 # requested FLOPs reduction (fraction)
+    runs: list[dict[str, Any]]           # successful records
+    failed: list[dict[str, Any]]         # failed records
+    baseline: Stat                       # top-1 of the unpruned runs of (model, dataset)
+    top1: Stat
+    top5: Stat
+    flops_reduction: Stat                # fraction
+    params_reduction: Stat               # fraction
+    speedup: dict[int, Stat]             # batch size -> speed-up (x)
+    epochs: tuple[int, int] | None       # (min, max) epochs actually trained
+    configs: int                         # distinct configurations (seed aside) among the runs
+    not_reached: int                     # runs whose target_reached is false
+    paper: PaperResult | None = None
+
+    @property
+    def seeds(self) -> int:
+        return len(self.runs)
+
+    @property
+    def drop(self) -> float | None:
+        """Baseline top-1 mean minus pruned top-1 mean (percentage points)."""
+        if self.baseline.mean is None or self.top1.mean is None:
+            return None
+        return self.baseline.mean - self.top1.mean
+
+    @property
+    def name(self) -> str:
+        if self.pruner is None:
+            return f"{self.model}/{self.dataset} unpruned"
+        return f"{self.model}/{self.dataset} {self.pruner} target {_short_pct(self.target)}%"
+
+
+@dataclass
+class Table:
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+    compare_paper: bool = False
+
+
+# ------------------------------------------------------------------------- building
+def build_table(records: Sequence[dict[str, Any]], compare_paper: bool = False) -> Table:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for rec in records:
+        target = R.target_of(rec)
+        key = (rec.get("model") or "?", R.dataset_of(rec), rec.get("pruner"),
+               None if target is None else round(target, 6))
+        groups.setdefault(key, []).append(rec)
+
+    baselines = {(m, d): Stat.of(R.metric(r, "final", "top1") for r in recs if R.is_ok(r))
+                 for (m, d, p, _), recs in groups.items() if p is None}
+    rows = []
+    for (model, dataset, pruner, target), recs in groups.items():
+        ok = [r for r in recs if R.is_ok(r)]
+        failed = [r for r in recs if not R.is_ok(r)]
+        top1 = Stat.of(R.metric(r, "final", "top1") for r in ok)
+        epochs = [e for e in (R.epochs_of(r) for r in ok) if e is not None]
+        row = Row(
+            model=model, dataset=dataset, pruner=pruner, target=target, runs=ok, failed=failed,
+            baseline=top1 if pruner is None else baselines.get((model, dataset), Stat(None, None, 0)),
+            top1=top1,
+            top5=Stat.of(R.metric(r, "final", "top5") for r in ok),
+            flops_reduction=Stat.of(R.metric(r, "flops", "reduction") for r in ok),
+            params_reduction=Stat.of(R.metric(r, "params", "reduction") for r in ok),
+            speedup={b: Stat.of(R.metric(r, "latency", f"batch_{b}", "speedup") for r in ok) for b in (1, 64)},
+            epochs=(min(epochs), max(epochs)) if epochs else None,
+            configs=len({R.config_key(r) for r in ok}),
+            not_reached=sum(1 for r in ok if r.get("target_reached") is False),
+        )
+        if compare_paper:
+            row.paper = _paper_for(row)
+        rows.append(row)
+    rows.sort(key=lambda r: (r.model, r.dataset, r.pruner is not None, r.pruner or "", r.target or 0.0))
+    return Table(rows, _notes(rows, records, compare_paper), compare_paper)
+
+
+def _paper_for(row: Row) -> PaperResult | None:
+    """Unpruned rows: any paper result of the model and dataset (for its baseline); pruned rows:
+    the one nearest in FLOPs reduction (measured, else the target)."""
+    if row.pruner is None:
+        return next((p for p in PAPER_RESULTS if p.model == row.model and p.dataset == row.dataset), None)
+    reduction = row.flops_reduction.mean if row.flops_reduction.mean is not None else row.target
+    return match_paper(row.model, row.dataset, reduction)
+
+
+def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bool) -> list[str]:
+    notes = [
+        "Grouped by (model, dataset, pruner, target FLOPs reduction). Values are the mean ± sample standard "
+        "deviation (ddof=1) over the group's successful runs (one per seed); with a single run the std is "
+        "undefined and shown as n/a.",
+        "Baseline top-1 = the unpruned runs (pruner null) of the same model and dataset in this folder; "
+        "top-1 drop = baseline mean - pruned mean, in percentage points (positive = accuracy lost).",
+    ]
+    counters = sorted({r["flops_counter"] for r in records if r.get("flops_counter")})
+    if counters:
+        notes.append("FLOPs and params reductions are relative to the unpruned architecture, counted by "
+                     + "; ".join(counters) + ".")
+    for model, dataset in sorted({(r.model, r.dataset) for r in rows if r.pruner is not None}):
+        if not any(r.pruner is None and r.model == model and r.dataset == dataset and r.seeds for r in rows):
+            notes.append(f"No unpruned runs of {model} on {dataset} in this folder: its baseline top-1 and drop "
+                         f"are n/a (add some with `run_bench.py train --model {model} --dataset {dataset} "
+                         f"--seed S --out <folder>/<name>`).")
+    ok = [rec for r in rows for rec in r.runs]
+    latency = [rec["latency"] for rec in ok if isinstance(rec.get("latency"), dict)]
+    if latency:
+        devices = sorted({str(lat.get("device")) for lat in latency})
+        methods = sorted({str(lat.get("method")) for lat in latency if lat.get("method")})
+        notes.append("Speed-up = latency of the unpruned architecture / latency of the pruned network, same "
+                     f"device ({', '.join(devices)}); {'; '.join(methods) or 'median latency'}.")
+        missing = [r.name for r in rows if r.pruner is not None and r.seeds and r.speedup[1].n < r.seeds]
+        if missing:
+            notes.append("Speed-up missing from some runs of: " + ", ".join(missing) + ".")
+    elif any(r.pruner is not None for r in rows):
+        notes.append("No latency in these records: speed-up is n/a.")
+    for r in rows:
+        if r.not_reached:
+            notes.append(f"{r.name}: {r.not_reached} of {r.seeds} runs stopped short of the target "
+                         "(target_reached false; see the FLOPs reduction column).")
+        if r.configs > 1:
+            notes.append(f"{r.name}: the runs span {r.configs} different configurations (a search), so mean and "
+                         "std are over those, not over seeds of one setting.")
+        seeds = [rec.get("seed") for rec in r.runs]
+        if len(set(seeds)) < len(seeds):
+            notes.append(f"{r.name}: {len(seeds)} runs but only {len(set(seeds))} distinct seeds.")
+    if any(rec.get("init") for rec in ok):
+        notes.append("Epochs of three-stage runs (pruned from a trained checkpoint) include that checkpoint's "
+                     "training epochs.")
+    failed = [rec for r in rows for rec in r.failed]
+    if failed:
+        listed = [f"{R.label(rec)} ({_describe(rec)}): {_one_line(rec.get('error') or 'no error recorded')}"
+                  for rec in failed[:MAX_FAILED_LISTED]]
+        more = f"; and {len(failed) - MAX_FAILED_LISTED} more" if len(failed) > MAX_FAILED_LISTED else ""
+        notes.append(f"{len(failed)} failed run(s), counted in 'failed' and left out of every mean: "
+                     + "; ".join(listed) + more + ".")
+    if compare_paper:
+        notes.append(f"Paper columns: {SOURCE}. Each row is matched with the paper's LAASP result for the same "
+                     f"model and dataset with the nearest FLOPs reduction (within {100 * MATCH_TOLERANCE:.0f} pt), "
+                     "unpruned rows with the paper's baseline; paper drops are computed from its two accuracies. "
+                     "Δ = ours - paper.")
+        if not any(r.paper for r in rows):
+            notes.append("No row matches a model and dataset of the paper (it reports CIFAR-10 and ImageNet).")
+    return notes
+
+
+def _describe(rec: dict[str, Any]) -> str:
+    target = R.target_of(rec)
+    pruner = rec.get("pruner") or UNPRUNED
+    tgt = f" target {_short_pct(target)}%" if target is not None else ""
+    return f"{rec.get('model')}/{R.dataset_of(rec)} {pruner}{tgt} seed {rec.get('seed')}"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------- columns
+@dataclass(frozen=True)
+class Column:
+    header: str                                   # md / latex / html header
+    cell: Callable[[Row], str]                    # display text
+    csv: tuple[tuple[str, Callable[[Row], Any]], ...]  # csv name -> raw value (None = empty)
+    numeric: bool = True
+
+
+def _pct(x: float | None) -> str:
+    return NA if x is None else f"{100 * x:.2f}"
+
+
+def _short_pct(x: float | None) -> str:
+    return NA if x is None else f"{100 * x:.2f}".rstrip("0").rstrip(".")
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return NA if x is None else f"{x:.{digits}f}"
+
+
+def _pm(s: Stat, scale: float = 1.0) -> str:
+    if s.mean is None:
+        return NA
+    std = NA if s.std is None else f"{scale * s.std:.2f}"
+    return f"{scale * s.mean:.2f} ± {std}"
+
+
+def _raw(x: float | None, scale: float = 1.0, digits: int = 4) -> float | None:
+    return None if x is None else round(scale * x, digits)
+
+
+def _epochs(r: Row) -> str:
+    if r.epochs is None:
+        return NA
+    lo, hi = r.epochs
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _paper_attr(name: str, scale: float = 1.0) -> Callable[[Row], float | None]:
+    def get(r: Row) -> float | None:
+        if r.paper is None:
+            return None
+        if r.pruner is None and name != "baseline_top1":
+            return None
+        value = r.paper.drop if name == "drop" else getattr(r.paper, name)
+        return scale * value
+
+    return get
+
+
+def _delta(ours: Callable[[Row], float | None], theirs: Callable[[Row], float | None]) -> Callable[[Row], float | None]:
+    def get(r: Row) -> float | None:
+        a, b = ours(r), theirs(r)
+        return None if a is None or b is None else a - b
+
+    return get
+
+
+def columns(compare_paper: bool = False) -> list[Column]:
+    cols = [
+        Column("model", lambda r: r.model, (("model", lambda r: r.model),), numeric=False),
+        Column("dataset", lambda r: r.dataset, (("dataset", lambda r: r.dataset),), numeric=False),
+        Column("pruner", lambda r: r.pruner or UNPRUNED, (("pruner", lambda r: r.pruner or UNPRUNED),),
+               numeric=False),
+        Column("target FLOPs red. (%)", lambda r: _pct(r.target), (("target_flops_pct", lambda r: _raw(r.target, 100)),)),
+        Column("baseline top-1 (%)", lambda r: _pm(r.baseline),
+               (("baseline_top1_mean", lambda r: _raw(r.baseline.mean)), ("baseline_top1_std", lambda r: _raw(r.baseline.std)),
+                ("baseline_runs", lambda r: r.baseline.n))),
+        Column("pruned top-1 (%)", lambda r: _pm(r.top1),
+               (("top1_mean", lambda r: _raw(r.top1.mean)), ("top1_std", lambda r: _raw(r.top1.std)))),
+        Column("top-1 drop (pt)", lambda r: _num(r.drop), (("top1_drop", lambda r: _raw(r.drop)),)),
+        Column("pruned top-5 (%)", lambda r: _pm(r.top5),
+               (("top5_mean", lambda r: _raw(r.top5.mean)), ("top5_std", lambda r: _raw(r.top5.std)))),
+        Column("FLOPs red. (%)", lambda r: _num(_scaled(r.flops_reduction.mean)),
+               (("flops_reduction_pct", lambda r: _raw(r.flops_reduction.mean, 100)),)),
+        Column("params red. (%)", lambda r: _num(_scaled(r.params_reduction.mean)),
+               (("params_reduction_pct", lambda r: _raw(r.params_reduction.mean, 100)),)),
+        Column("speed-up b1 (x)", lambda r: _num(r.speedup[1].mean), (("speedup_b1", lambda r: _raw(r.speedup[1].mean)),)),
+        Column("speed-up b64 (x)", lambda r: _num(r.speedup[64].mean), (("speedup_b64", lambda r: _raw(r.speedup[64].mean)),)),
+        Column("seeds", lambda r: str(r.seeds), (("seeds", lambda r: r.seeds),)),
+        Column("failed", lambda r: str(len(r.failed)), (("failed", lambda r: len(r.failed)),)),
+        Column("epochs", _epochs, (("epochs_min", lambda r: r.epochs and r.epochs[0]),
+                                   ("epochs_max", lambda r: r.epochs and r.epochs[1]))),
+    ]
+    if compare_paper:
+        p_base, p_top1 = _paper_attr("baseline_top1"), _paper_attr("top1")
+        p_drop, p_flops = _paper_attr("drop"), _paper_attr("flops_reduction", 100)
+        d_base = _delta(lambda r: r.baseline.mean, p_base)
+        d_top1 = _delta(lambda r: r.top1.mean if r.pruner else None, p_top1)
+        d_drop = _delta(lambda r: r.drop if r.pruner else None, p_drop)
+        cols += [
+            Column("paper baseline top-1 (%)", lambda r: _num(p_base(r)), (("paper_baseline_top1", p_base),)),
+            Column("paper top-1 (%)", lambda r: _num(p_top1(r)), (("paper_top1", p_top1),)),
+            Column("paper drop (pt)", lambda r: _num(p_drop(r)), (("paper_drop", lambda r: _raw(p_drop(r))),)),
+            Column("paper FLOPs red. (%)", lambda r: _num(p_flops(r), 1), (("paper_flops_reduction_pct", p_flops),)),
+            Column("Δ baseline (pt)", lambda r: _num(d_base(r)), (("delta_baseline", lambda r: _raw(d_base(r))),)),
+            Column("Δ top-1 (pt)", lambda r: _num(d_top1(r)), (("delta_top1", lambda r: _raw(d_top1(r))),)),
+            Column("Δ drop (pt)", lambda r: _num(d_drop(r)), (("delta_drop", lambda r: _raw(d_drop(r))),)),
+        ]
+    return cols
+
+
+def _scaled(x: float | None) -> float | None:
+    return None if x is None else 100 * x
+
+
+# ------------------------------------------------------------------------- rendering
+def render(table: Table, fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return {"md": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](table)
+
+
+def cells(table: Table) -> tuple[list[str], list[list[str]]]:
+    cols = columns(table.compare_paper)
+    return [c.header for c in cols], [[c.cell(r) for c in cols] for r in table.rows]
+
+
+def to_markdown(table: Table) -> str:
+    cols = columns(table.compare_paper)
+    header, body = cells(table)
+    align = ["---:" if c.numeric else "---" for c in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    if table.notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """One column per number (mean and std apart, percentages in %); n/a is an empty cell.
+
+    The notes follow as ``# ...`` lines: read with ``pandas.read_csv(path, comment="#")``.
+    """
+    cols = columns(table.compare_paper)
+    spec = [pair for c in cols for pair in c.csv]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([name for name, _ in spec])
+    for r in table.rows:
+        writer.writerow(["" if (v := get(r)) is None else v for _, get in spec])
+    for note in table.notes:
+        buf.write("# " + note.replace("\n", " ") + "\n")
+    return buf.getvalue()
+
+
+_LATEX_ESCAPE = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_ESCAPE.get(ch, ch) for ch in text)
+    return out.replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``), notes below the tabular."""
+    cols = columns(table.compare_paper)
+    header, body = cells(table)
+    spec = "".join("r" if c.numeric else "l" for c in cols)
+    lines = ["% generated by run_bench.py table; needs \\usepackage{booktabs}",
+             "\\begin{table}[t]", "\\centering", "\\scriptsize", f"\\begin{{tabular}}{{{spec}}}", "\\toprule",
+             " & ".join(latex_escape(h) for h in header) + " \\\\", "\\midrule"]
+    lines += [" & ".join(latex_escape(c) for c in row) + " \\\\" for row in body]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    if table.notes:
+        lines += ["\\par\\smallskip", "\\begin{minipage}{\\linewidth}\\scriptsize"]
+        lines += [f"({i}) {latex_escape(n)}\\par" for i, n in enumerate(table.notes, 1)]
+        lines += ["\\end{minipage}"]
+    lines += ["\\caption{Pruning results: top-1 accuracy, FLOPs and parameter reduction, speed-up.}",
+              "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: Table) -> str:
+    """An HTML ``<table>`` (for the report), notes as a list after it."""
+    import html
+
+    cols = columns(table.compare_paper)
+    header, body = cells(table)
+    out = ['<table class="results">', "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+           + "</tr></thead>", "<tbody>"]
+    for row in body:
+        out.append("<tr>" + "".join(f'<td class="{"num" if c.numeric else "txt"}">{html.escape(v)}</td>'
+                                    for c, v in zip(cols, row)) + "</tr>")
+    out.append("</tbody></table>")
+    if table.notes:
+        out.append('<ol class="notes">' + "".join(f"<li>{html.escape(n)}</li>" for n in table.notes) + "</ol>")
+    return "\n".join(out)
+
+
+def table_for_folder(folder, fmt: str = "md", compare_paper: bool = False) -> str:
+    """Records of ``folder`` -> the rendered table (the ``table`` command's work)."""
+    if fmt not in FORMATS:  # before reading anything
+        raise UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return render(build_table(R.load_records(folder), compare_paper), fmt)
+
