@@ -45,31 +45,15 @@ from harness.criteria import CRITERIA, CriterionInput
 from harness.errors import UserError
 from harness.flops import count_cost, layer_flops
 from harness.prunable import Layer, PrunableNetwork
-from harness.pruners import Pruner
+from harness.pruners import Pruner, PruneSchedule
 
 log = logging.getLogger("baselines")
 
 
 @dataclass(frozen=True)
-class BaselineConfig:
-    """Settings every one-shot baseline reads (the CLI fills unset ones from the model's recipe)."""
-
-    target_flops: float          # FLOPs reduction to reach, e.g. 0.55, relative to the unpruned model
-    prune_epoch: int = 0         # epochs of training before the one pruning step (0: prune the start
-                                 # network, e.g. a loaded checkpoint in three-stage mode)
-    max_prune_rate: float = 1.0  # per-layer cap on the pruned fraction; a layer always keeps >= 1 filter
-
-    def validate(self, job=None) -> None:
-        if not 0 < self.target_flops < 1:
-            raise UserError(f"--target-flops must be a fraction in (0, 1), e.g. 0.55 for 55% fewer FLOPs "
-                            f"(got {self.target_flops})")
-        if not 0 < self.max_prune_rate <= 1:
-            raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
-        if self.prune_epoch < 0:
-            raise UserError(f"--prune-epoch must be >= 0 (got {self.prune_epoch})")
-        if job is not None and self.prune_epoch > job.epochs:
-            raise UserError(f"--prune-epoch {self.prune_epoch} is after the last epoch (--epochs {job.epochs}); "
-                            "use a prune epoch <= --epochs")
+class BaselineConfig(PruneSchedule):
+    """Settings every one-shot baseline reads: the shared schedule fields, nothing more (the CLI
+    fills unset ones from the model's recipe)."""
 
 
 # ------------------------------------------------------------------------- coupled groups

@@ -15,22 +15,20 @@ import torch
 from harness.criteria import CRITERIA, CriterionInput, lowest
 from harness.errors import UserError
 from harness.prunable import PrunableNetwork
-from harness.pruners import PRUNERS, Pruner
+from harness.pruners import PRUNERS, Pruner, PruneSchedule
 
 
 @dataclass(frozen=True)
-class WidestL2Config:
-    target_flops: float          # --target-flops (required: no recipe default)
-    prune_epoch: int = 0         # --prune-epoch (the schedule trains this many epochs first)
-    max_prune_rate: float = 1.0  # --max-prune-rate (per-layer cap)
+class WidestL2Config(PruneSchedule):
+    """target_flops, prune_epoch, max_prune_rate and their validation come from PruneSchedule.
+    Fields of your own need defaults; check them in ``validate`` (a one-line UserError)."""
+
+    step_fraction: float = 0.1   # share of the widest layer's filters removed per step
 
     def validate(self, job=None) -> None:
-        if not 0 < self.target_flops < 1:
-            raise UserError(f"--target-flops must be in (0, 1), e.g. 0.5 (got {self.target_flops})")
-        if not 0 < self.max_prune_rate <= 1:
-            raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
-        if job is not None and not 0 <= self.prune_epoch <= job.epochs:
-            raise UserError(f"--prune-epoch must be in [0, --epochs {job.epochs}] (got {self.prune_epoch})")
+        super().validate(job)
+        if not 0 < self.step_fraction < 1:
+            raise UserError(f"step_fraction must be in (0, 1) (got {self.step_fraction})")
 
 
 @PRUNERS.register("widest_l2", source="example plugin: 10% lowest-L2 filters of the widest layer per step")
@@ -51,7 +49,7 @@ class WidestL2(Pruner):
             if not open_layers:
                 break
             layer = max(open_layers, key=lambda l: l.filters)
-            n = min(max(1, round(0.1 * layer.filters)), layer.filters - keeps(layer))
+            n = min(max(1, round(cfg.step_fraction * layer.filters)), layer.filters - keeps(layer))
             scores = CRITERIA.get("l2")(CriterionInput(layer.module, layer.bn, generator))
             net.remove(layer, lowest(scores, n))  # also removes every coupled channel
             trace.append({"step": len(trace) + 1, "layer": layer.name, "criterion": "l2", "removed": n,

@@ -240,7 +240,8 @@ def add_pruning_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--approx-start-fraction", type=float, help="LAASP approx: first round's share of the subset")
     g.add_argument("--approx-check", action="store_true", default=None,
                    help="LAASP approx: also run the exact search each step and record agreement")
-    g.add_argument("--chunk-size", type=int, help="LAASP: images per forward pass when scoring candidates")
+    g.add_argument("--chunk-size", type=int, help="LAASP: subset images per pass when scoring candidates")
+    g.add_argument("--candidate-batch", type=int, help="LAASP: rows per forward when candidates are stacked")
     g.add_argument("--from-checkpoint", metavar="PATH",
                    help="three-stage mode: prune this trained checkpoint.pt at once, then fine-tune --epochs")
     g.add_argument("--epoch-budget", type=int, help="train exactly N epochs in all (extra ones after pruning)")
@@ -250,7 +251,7 @@ def add_pruning_args(p: argparse.ArgumentParser) -> None:
 
 PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
                    "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
-                   "approx_check", "chunk_size")
+                   "approx_check", "chunk_size", "candidate_batch")
 
 
 def pruner_config_from_args(args: argparse.Namespace):
@@ -294,6 +295,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 command("run", "train with a pruner: train, prune to --target-flops, train to --epochs")((_run_parser, _run))
+
+# ---------------------------------------------------------------- sweep (harness/sweep/)
+from harness.sweep.cli import add_sweep_args, sweep_main  # noqa: E402
+
+command("sweep", "run a search space of trials (Ray Tune or serial) or --resume one")((add_sweep_args, sweep_main))
+
+
+# ---------------------------------------------------------------- table / report
+from harness.table_cli import add_report_args, add_table_args, report_main, table_main  # noqa: E402
+
+command("table", "comparison table of a results folder (md, csv or latex), computed from its records")(
+    (add_table_args, table_main))
+command("report", "self-contained HTML report of a results folder: table, figures, how the numbers were made")(
+    (add_report_args, report_main))
 
 
 # ---------------------------------------------------------------- main

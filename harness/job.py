@@ -235,6 +235,10 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     extra = {"pre_prune": ctx.pre_prune, **ctx.pruner_fields} if cfg.pruner is not None else {}
     if cfg.init_checkpoint:
         extra["init"] = _init_summary(cfg.init_checkpoint)
+    if cfg.pruner is not None:
+        from harness.latency import job_speedup
+
+        extra["latency"] = job_speedup(ctx)  # the pruned network against the unpruned one, this device
     record = build_record(ctx, final, wall_before + time.perf_counter() - wall_start, extra)
     if cfg.out:
         out = Path(cfg.out)

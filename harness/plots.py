@@ -79,6 +79,14 @@ def _pct(x: float | None) -> str:
     return "?" if x is None else f"{100 * x:g}"
 
 
+def _runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
+
+
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
 # ------------------------------------------------------------------------- accuracy vs FLOPs
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points no other point beats on both axes (higher x and higher y are better), by x."""
@@ -99,7 +107,7 @@ def accuracy_vs_flops(records: Sequence[dict[str, Any]]) -> Figure | None:
         group = [r for r in rows if (r.model, r.dataset) == (model, dataset)]
         for base in (r for r in group if r.pruner is None):
             m, s = base.top1.mean, base.top1.std or 0.0
-            ax.axhline(m, color="black", ls="--", lw=1, label=f"unpruned baseline ({base.seeds} seeds)")
+            ax.axhline(m, color="black", ls="--", lw=1, label=f"unpruned baseline ({_runs(base.seeds)})")
             if s:
                 ax.axhspan(m - s, m + s, color="black", alpha=0.08, lw=0)
         points = []
@@ -107,20 +115,20 @@ def accuracy_vs_flops(records: Sequence[dict[str, Any]]) -> Figure | None:
             prs = sorted((r for r in group if r.pruner == pruner and r.flops_reduction.mean is not None),
                          key=lambda r: r.flops_reduction.mean)
             for r in prs:  # the single runs, faint
-                xs = [100 * R.metric(rec, "flops", "reduction") for rec in r.runs if R.metric(rec, "flops", "reduction") is not None]
-                ys = [R.metric(rec, "final", "top1") for rec in r.runs if R.metric(rec, "flops", "reduction") is not None]
-                ax.scatter(xs, ys, color=colors[pruner], alpha=0.25, s=12, lw=0)
+                single = [(R.metric(rec, "flops", "reduction"), R.metric(rec, "final", "top1")) for rec in r.runs]
+                single = [(100 * x, y) for x, y in single if x is not None and y is not None]
+                ax.scatter([x for x, _ in single], [y for _, y in single], color=colors[pruner], alpha=0.25, s=12, lw=0)
             x = [100 * r.flops_reduction.mean for r in prs]
             y = [r.top1.mean for r in prs]
             ax.errorbar(x, y, yerr=[r.top1.std or 0.0 for r in prs],
                         xerr=[100 * (r.flops_reduction.std or 0.0) for r in prs], fmt="o-", ms=6, capsize=3,
-                        color=colors[pruner], label=f"{pruner} (mean ± std, {sum(r.seeds for r in prs)} runs)")
+                        color=colors[pruner], label=f"{pruner} (mean ± std, {_runs(sum(r.seeds for r in prs))})")
             points += list(zip(x, y))
         front = pareto_front(points)
         if front:
             fx, fy = zip(*front)
-            ax.plot(fx, fy, color="gold", lw=6, alpha=0.45, zorder=0, solid_capstyle="round",
-                    label="Pareto front (group means)")
+            ax.plot(fx, fy, "o-", color="gold", lw=6, ms=16, alpha=0.45, zorder=0, solid_capstyle="round",
+                    label=f"Pareto front ({len(front)} group mean{'s' if len(front) != 1 else ''})")
         ax.set_title(f"Top-1 vs FLOPs reduction: {model} on {dataset}")
         ax.set_xlabel("FLOPs reduction (% of the unpruned network)")
         ax.set_ylabel("test top-1 accuracy (%)")
@@ -148,18 +156,20 @@ def layer_rates(records: Sequence[dict[str, Any]]) -> Figure | None:
         layers: list[str] = []
         for rec in combos[key]:
             layers += [name for name in rec["layer_rates"] if name not in layers]
-        for pruner in sorted({r["pruner"] for r in combos[key]}, key=lambda p: (p != "laasp", p)):
+        for k, pruner in enumerate(sorted({r["pruner"] for r in combos[key]}, key=lambda p: (p != "laasp", p))):
             recs = [r for r in combos[key] if r["pruner"] == pruner]
             mean = [100 * sum(r["layer_rates"].get(n, 0.0) for r in recs) / len(recs) for n in layers]
-            lw, ms = (2.2, 5) if pruner == "laasp" else (1.3, 3)
-            ax.plot(range(len(layers)), mean, "o-", lw=lw, ms=ms, color=colors[pruner],
-                    label=f"{pruner} (mean of {len(recs)} run{'s' if len(recs) != 1 else ''})")
+            lw, ms = (2.2, 6) if pruner == "laasp" else (1.4, 4)
+            # distinct line style and marker per pruner: uniform baselines often coincide exactly
+            ax.plot(range(len(layers)), mean, ls=LINESTYLES[k % len(LINESTYLES)], marker=MARKERS[k % len(MARKERS)],
+                    lw=lw, ms=ms, mfc="none" if k else None, color=colors[pruner],
+                    label=f"{pruner} (mean of {_runs(len(recs))})")
         step = max(1, len(layers) // 40)
         ax.set_xticks(range(0, len(layers), step))
         ax.set_xticklabels([layers[i] for i in range(0, len(layers), step)], rotation=90, fontsize=7)
         ax.set_xlim(-0.5, len(layers) - 0.5)
         ax.set_ylim(bottom=0)
-        ax.set_title(f"Per-layer pruning rate: {model} on {dataset}, target {_pct(target)}% FLOPs reduction")
+        ax.set_title(f"Per-layer pruning rate: {model} on {dataset}, target {_pct(target)}% FLOPs red.", fontsize=10)
         ax.set_xlabel("prunable conv layer (network order)")
         ax.set_ylabel("filters removed (% of the layer)")
         ax.grid(alpha=0.3)
@@ -184,7 +194,7 @@ def criterion_use(records: Sequence[dict[str, Any]], pruner: str = "laasp") -> F
     fig = new_figure(8.0, 1.6 + 0.7 * len(keys))
     ax = fig.add_subplot()
     left = [0.0] * len(keys)
-    labels = [f"{m} / {d}\ntarget {_pct(t)}% ({len(groups[(m, d, t)])} runs)" for m, d, t in keys]
+    labels = [f"{m} / {d}\ntarget {_pct(t)}% ({_runs(len(groups[(m, d, t)]))})" for m, d, t in keys]
     for i, crit in enumerate(criteria):
         widths = [sum(r["removed_per_criterion"].get(crit, 0) for r in groups[k]) / len(groups[k]) for k in keys]
         bars = ax.barh(range(len(keys)), widths, left=left, color=f"C{i % 10}", label=crit)
@@ -285,13 +295,16 @@ def training_curves(records: Sequence[dict[str, Any]], max_seeds: int = 5) -> Fi
                              zorder=3, label=f"pruning step ({len(steps)}), seed {rec.get('seed')}")
             if i == 0 and steps:
                 ax.axvline(steps[0][0], color="black", lw=0.8, ls="--", label="pruning starts")
+        if all(rec.get("pruner") is None for rec in shown):
+            twin.set_visible(False)
         if len(recs) > len(shown):
             ax.text(0.01, 0.01, f"{len(recs) - len(shown)} more runs not drawn", transform=ax.transAxes, fontsize=7)
         ax.set_title(f"Training: {name}", fontsize=10)
         ax.set_xlabel("epochs trained (recovery epochs included)")
         ax.set_ylabel("test top-1 accuracy (%)")
         twin.set_ylabel("FLOPs reduction (%), dotted")
-        twin.set_ylim(0, 100)
+        top = max((100 * r for rec in shown if rec.get("pruner") for _, r in step_positions(rec)), default=50.0)
+        twin.set_ylim(0, min(100.0, 1.3 * top + 2))
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         h2, l2 = twin.get_legend_handles_labels()
@@ -318,7 +331,7 @@ def all_plots(records: Sequence[dict[str, Any]], folder=None) -> list[Plot]:
          "Test top-1 after every epoch actually trained (records' history); triangles: pruning steps (right axis: "
          "FLOPs reduction after the step); shaded: recovery epochs (and budget top-up epochs) of the first seed."),
     ]
-    plots = [Plot(name, title, caption, fig) for name, title, caption, fig in made if fig is not None]
+    plots = [Plot(name, title, caption, fig) for name, title, fig, caption in made if fig is not None]
     if folder is not None:
         plots += search_history(folder, records)
     return plots

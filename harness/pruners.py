@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import sys
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +22,27 @@ from harness.registry import Registry
 
 PRUNERS: Registry[type["Pruner"]] = Registry("pruner")
 BUILTIN_MODULES = ("laasp.schedule", "baselines")
+
+
+@dataclass(frozen=True)
+class PruneSchedule:
+    """The schedule settings every pruner's Config starts with (subclass it and add your own)."""
+
+    target_flops: float          # FLOPs reduction to reach, e.g. 0.55, relative to the unpruned model
+    prune_epoch: int = 0         # epochs of training before pruning (0: prune the start network)
+    max_prune_rate: float = 1.0  # per-layer cap on the pruned fraction; a layer always keeps >= 1 filter
+
+    def validate(self, job=None) -> None:
+        if not 0 < self.target_flops < 1:
+            raise UserError(f"--target-flops must be a fraction in (0, 1), e.g. 0.55 for 55% fewer FLOPs "
+                            f"(got {self.target_flops})")
+        if not 0 < self.max_prune_rate <= 1:
+            raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
+        if self.prune_epoch < 0:
+            raise UserError(f"--prune-epoch must be >= 0 (got {self.prune_epoch})")
+        if job is not None and self.prune_epoch > job.epochs:
+            raise UserError(f"--prune-epoch {self.prune_epoch} is after the last epoch (--epochs {job.epochs}); "
+                            "use a prune epoch <= --epochs")
 
 
 class Pruner(ABC):

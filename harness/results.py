@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,10 @@ def metric(record: dict[str, Any], *path: str) -> float | None:
 
 def label(record: dict[str, Any]) -> str:
     """A short name of the run for legends and footnotes."""
-    name = record.get("trial_id") or Path(record.get(SOURCE_KEY, "?")).parent.name
-    if Path(record.get(SOURCE_KEY, "")).parent.name == "records":
-        name = record.get("trial_id") or Path(record[SOURCE_KEY]).stem
-    return str(name)
+    if record.get("trial_id"):
+        return str(record["trial_id"])
+    source = Path(record.get(SOURCE_KEY, "?"))
+    return source.stem if source.parent.name == "records" else source.parent.name  # records/<x>.json, <x>/record.json
 
 
 def config_key(record: dict[str, Any]) -> str:
@@ -119,3 +120,14 @@ def _get(record: Any, *path: str) -> Any:
             return None
         record = record.get(key)
     return record
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (no half-written file)."""
+    path = Path(path)
+    if path.parent and not path.parent.is_dir():
+        raise UserError(f"{path}: folder {path.parent} does not exist; create it or choose another output path")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

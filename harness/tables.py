@@ -154,6 +154,15 @@ def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bo
             notes.append(f"No unpruned runs of {model} on {dataset} in this folder: its baseline top-1 and drop "
                          f"are n/a (add some with `run_bench.py train --model {model} --dataset {dataset} "
                          f"--seed S --out <folder>/<name>`).")
+    for b in rows:  # fairness: LAASP.md asks for the same total epoch budget for every run of a table
+        if b.pruner is not None or b.epochs is None:
+            continue
+        other = [r.epochs for r in rows if r.pruner is not None and (r.model, r.dataset) == (b.model, b.dataset)
+                 and r.epochs is not None and r.epochs != b.epochs]
+        if other:
+            span = (min(e[0] for e in other), max(e[1] for e in other))
+            notes.append(f"{b.model}/{b.dataset}: the unpruned baseline trained {_span(b.epochs)} epochs, some pruned "
+                         f"groups {_span(span)} (see the epochs column): not the same training budget.")
     ok = [rec for r in rows for rec in r.runs]
     latency = [rec["latency"] for rec in ok if isinstance(rec.get("latency"), dict)]
     if latency:
@@ -194,6 +203,10 @@ def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bo
         if not any(r.paper for r in rows):
             notes.append("No row matches a model and dataset of the paper (it reports CIFAR-10 and ImageNet).")
     return notes
+
+
+def _span(epochs: tuple[int, int]) -> str:
+    return str(epochs[0]) if epochs[0] == epochs[1] else f"{epochs[0]}-{epochs[1]}"
 
 
 def _describe(rec: dict[str, Any]) -> str:
@@ -241,10 +254,7 @@ def _raw(x: float | None, scale: float = 1.0, digits: int = 4) -> float | None:
 
 
 def _epochs(r: Row) -> str:
-    if r.epochs is None:
-        return NA
-    lo, hi = r.epochs
-    return str(lo) if lo == hi else f"{lo}-{hi}"
+    return NA if r.epochs is None else _span(r.epochs)
 
 
 def _paper_attr(name: str, scale: float = 1.0) -> Callable[[Row], float | None]:
@@ -273,9 +283,11 @@ def columns(compare_paper: bool = False) -> list[Column]:
         Column("dataset", lambda r: r.dataset, (("dataset", lambda r: r.dataset),), numeric=False),
         Column("pruner", lambda r: r.pruner or UNPRUNED, (("pruner", lambda r: r.pruner or UNPRUNED),),
                numeric=False),
-        Column("target FLOPs red. (%)", lambda r: _pct(r.target), (("target_flops_pct", lambda r: _raw(r.target, 100)),)),
+        Column("target FLOPs red. (%)", lambda r: _pct(r.target),
+               (("target_flops_pct", lambda r: _raw(r.target, 100)),)),
         Column("baseline top-1 (%)", lambda r: _pm(r.baseline),
-               (("baseline_top1_mean", lambda r: _raw(r.baseline.mean)), ("baseline_top1_std", lambda r: _raw(r.baseline.std)),
+               (("baseline_top1_mean", lambda r: _raw(r.baseline.mean)),
+                ("baseline_top1_std", lambda r: _raw(r.baseline.std)),
                 ("baseline_runs", lambda r: r.baseline.n))),
         Column("pruned top-1 (%)", lambda r: _pm(r.top1),
                (("top1_mean", lambda r: _raw(r.top1.mean)), ("top1_std", lambda r: _raw(r.top1.std)))),
@@ -286,8 +298,10 @@ def columns(compare_paper: bool = False) -> list[Column]:
                (("flops_reduction_pct", lambda r: _raw(r.flops_reduction.mean, 100)),)),
         Column("params red. (%)", lambda r: _num(_scaled(r.params_reduction.mean)),
                (("params_reduction_pct", lambda r: _raw(r.params_reduction.mean, 100)),)),
-        Column("speed-up b1 (x)", lambda r: _num(r.speedup[1].mean), (("speedup_b1", lambda r: _raw(r.speedup[1].mean)),)),
-        Column("speed-up b64 (x)", lambda r: _num(r.speedup[64].mean), (("speedup_b64", lambda r: _raw(r.speedup[64].mean)),)),
+        Column("speed-up b1 (x)", lambda r: _num(r.speedup[1].mean),
+               (("speedup_b1", lambda r: _raw(r.speedup[1].mean)),)),
+        Column("speed-up b64 (x)", lambda r: _num(r.speedup[64].mean),
+               (("speedup_b64", lambda r: _raw(r.speedup[64].mean)),)),
         Column("seeds", lambda r: str(r.seeds), (("seeds", lambda r: r.seeds),)),
         Column("failed", lambda r: str(len(r.failed)), (("failed", lambda r: len(r.failed)),)),
         Column("epochs", _epochs, (("epochs_min", lambda r: r.epochs and r.epochs[0]),

@@ -7,13 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import UserError
+from harness.pruners import PruneSchedule
 
 STEP_RULES = ("flops", "ratio")
 SELECTION_MODES = ("exact", "approx")
 
 
 @dataclass(frozen=True)
-class LAASPConfig:
+class LAASPConfig(PruneSchedule):
     target_flops: float                  # rate_flop: stop once the FLOPs reduction reaches it
     prune_epoch: int = 50
     recover_epoch: int = 6
@@ -26,12 +27,14 @@ class LAASPConfig:
     selection: str = "exact"             # "approx": successive halving over candidates
     approx_start_fraction: float = 0.125  # approx: first round sees this fraction of the subset
     approx_check: bool = False           # approx: also run the exact search and record agreement
-    chunk_size: int = 500                # images per forward pass in the candidate evaluator
+    chunk_size: int = 256                # subset images per pass in the candidate evaluator
+    candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
     seed: int = 0                        # random criteria, subset draw (set from the run's seed)
 
     def validate(self, job=None) -> None:
         from harness.criteria import CRITERIA
 
+        super().validate(job)
         if not self.criteria:
             raise UserError(f"--criteria is empty; give a non-empty comma-separated subset of {','.join(CRITERIA.names())}")
         for name in self.criteria:
@@ -39,18 +42,12 @@ class LAASPConfig:
                 raise UserError(f"unknown criterion {name!r} in --criteria; registered: {', '.join(CRITERIA.names())}")
         if len(set(self.criteria)) != len(self.criteria):
             raise UserError(f"--criteria lists a criterion twice: {','.join(self.criteria)}")
-        if not 0 < self.target_flops < 1:
-            raise UserError(f"--target-flops must be a fraction in (0, 1), e.g. 0.55 for 55% fewer FLOPs (got {self.target_flops})")
-        if not 0 < self.max_prune_rate <= 1:
-            raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
         if self.step_rule not in STEP_RULES:
             raise UserError(f"--step-rule must be one of {', '.join(STEP_RULES)} (got {self.step_rule!r})")
         if not self.step_scale > 0:
             raise UserError(f"--step-scale must be > 0 (got {self.step_scale})")
         if self.step_rule == "ratio" and self.step_scale >= 1:
             raise UserError(f"--step-scale for --step-rule ratio is a fraction of the layer's filters in (0, 1) (got {self.step_scale})")
-        if self.prune_epoch < 0:
-            raise UserError(f"--prune-epoch must be >= 0 (got {self.prune_epoch})")
         if self.recover_epoch < 0:
             raise UserError(f"--recover-epoch must be >= 0 (got {self.recover_epoch})")
         if not 0 < self.recover_flop <= 1:
@@ -63,6 +60,5 @@ class LAASPConfig:
             raise UserError(f"--approx-start-fraction must be in (0, 1] (got {self.approx_start_fraction})")
         if self.chunk_size < 1:
             raise UserError(f"--chunk-size must be >= 1 (got {self.chunk_size})")
-        if job is not None and self.prune_epoch > job.epochs:
-            raise UserError(f"--prune-epoch {self.prune_epoch} is after the last epoch (--epochs {job.epochs}); "
-                            "use a prune epoch <= --epochs")
+        if self.candidate_batch is not None and self.candidate_batch < 1:
+            raise UserError(f"--candidate-batch must be >= 1 (got {self.candidate_batch})")

@@ -53,7 +53,7 @@ class LAASP:
         self.model = model
         self.config = config
         self.net = PrunableNetwork(model, input_size, in_channels)
-        self.evaluator = CandidateEvaluator(model, subset_x, subset_y, config.chunk_size)
+        self.evaluator = CandidateEvaluator(model, subset_x, subset_y, config.chunk_size, config.candidate_batch)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.trace: list[dict[str, Any]] = []
         self.baseline_flops = count_cost(model, input_size, in_channels).flops

@@ -55,6 +55,7 @@ class LAASPPruner(Pruner):
             if step is None:
                 loop["reached"] = False
                 break
+            pruner.trace[-1]["epochs_trained"] = ctx.state.epochs_trained  # where the step sits in the curves
             if cfg.recover_epoch > 0 and step.flops_reduction - loop["last_recovery"] >= cfg.recover_flop - 1e-12:
                 loop["last_recovery"] = step.flops_reduction
                 loop["recoveries"] += 1
