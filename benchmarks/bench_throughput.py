@@ -1,7 +1,8 @@
 """Training throughput (images/s) of our engine against the authors' pipeline, same run, same CPU.
 
 Ours: the training images decoded once into a uint8 tensor, random crop + flip done on whole
-batches as tensor ops, the shared `train_epoch`. Authors': torchvision ImageFolder + PIL
+batches as tensor ops, the shared `train_epoch` with the engine's device settings
+(`harness.device.Precision`: channels_last; float32 on CPU). Authors': torchvision ImageFolder + PIL
 transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a
 DataLoader with worker processes, and a plain SGD loop. Same model, same real CIFAR-10
 images, same batch size and optimizer; the two alternate over several rounds and the median
@@ -22,7 +23,7 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
-from harness.data import DataConfig, load_dataset
+from harness.data import DataConfig, find_imagefolder, load_dataset
 from harness.device import Precision
 from harness.engine import OptimConfig, make_optimizer, train_epoch
 from harness.models import build_model
@@ -52,7 +53,7 @@ def main() -> None:
 
     cfg = DataConfig("cifar10", args.data_root, train_subset=args.images, test_subset=100)
     data = load_dataset(cfg)
-    folder = Path(data.root) / "train"
+    folder, _ = find_imagefolder(Path(data.root))
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
                     T.Normalize(data.mean, data.std)])
     full = ImageFolder(str(folder), transform=tf)
@@ -61,7 +62,7 @@ def main() -> None:
                         persistent_workers=args.workers > 0, drop_last=False)
     precision = Precision(torch.device("cpu"), amp=False)
     optim_cfg = OptimConfig(lr=0.05, batch_size=args.batch_size)
-    ours_model, theirs_model = build_model(args.model, 10, 3), build_model(args.model, 10, 3)
+    ours_model, theirs_model = precision.prepare_model(build_model(args.model, 10, 3)), build_model(args.model, 10, 3)
     ours_opt, theirs_opt = make_optimizer(ours_model, optim_cfg), make_optimizer(theirs_model, optim_cfg)
     print(f"{args.model}, {args.images} real CIFAR-10 training images, batch {args.batch_size}, "
           f"{torch.get_num_threads()} torch threads, authors' loader with {args.workers} workers")

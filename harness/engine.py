@@ -182,6 +182,7 @@ class Engine:
         otherwise the multi-step schedule gives it. ``extra`` adds fields (FLOPs, params) to
         each history entry; ``on_epoch_end`` receives the entry (reporting, checkpointing).
         """
+        self.precision.prepare_model(state.model)  # in place: the optimizer's parameters stay valid
         if fresh_optimizer or state.optimizer is None:
             state.optimizer = make_optimizer(state.model, self.optim)
         scaler = self.precision.grad_scaler()

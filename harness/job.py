@@ -135,6 +135,9 @@ class JobContext:
 
     def checkpoint(self, entry: dict[str, Any] | None = None) -> None:
         """Save the whole run state (if resumable), then report ``entry``."""
+        # Pruning slices weights into new tensors of default layout; back to the run's one
+        # memory format, so a resumed network computes exactly what the uninterrupted one does.
+        self.precision.prepare_model(self.model)
         if self.state_path is not None:
             opt = self.state.optimizer
             save_checkpoint(self.state_path, self.model, self.config.model, self.data.num_classes,
