@@ -1,0 +1,322 @@
+"""One sweep trial: run it (resuming from its state), write its record; Ray and serial executors.
+
+`execute_trial` is Ray-free: it builds the trial's `JobConfig`, calls `run_job` with a report
+callback and ``state_path = trials/<name>/state.pt``, and writes ``records/<name>.json`` (the
+run_job record plus ``status``, ``trial_id``, ``sweep``, ``options``, ``search``). A trial that
+raises (bad combination, diverged loss, a broken plugin) gets a ``status: failed`` record with
+its reason; a trial whose record exists is never run again.
+
+`ray_trainable` wraps it for Tune: every report carries the tuned metrics (prune steps carry
+the last epoch's forward, phase "prune"), and each report that follows a state save hands
+Tune a checkpoint directory holding ``state.pt``; a restored trial copies it back and
+`run_job` continues from it. `SerialExecutor` runs the same trials in-process, without Ray.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import UserError
+from harness.records import read_json, to_jsonable, write_json_atomic
+from harness.sweep.space import Trial, job_config
+
+NAN = float("nan")
+Emit = Callable[[dict[str, Any], "Path | None"], None]
+
+
+class TrialFailed(RuntimeError):
+    """Raised to Tune after a failure record was written, so Tune and Optuna mark the trial failed."""
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of a sweep needs (picklable; absolute paths: Ray trials run elsewhere)."""
+
+    name: str
+    root: str
+    plugins: tuple[str, ...] = ()
+    threads: int = 1
+    executor: str = "serial"
+    search: dict[str, Any] | None = None   # Search.describe() of an Optuna sweep
+
+    @property
+    def records(self) -> Path:
+        return Path(self.root) / "records"
+
+    def record_path(self, name: str) -> Path:
+        return self.records / f"{name}.json"
+
+    def trial_dir(self, name: str) -> Path:
+        return Path(self.root) / "trials" / name
+
+
+class Progress:
+    """The ``report`` callback given to `run_job`: turns history entries into Tune metrics."""
+
+    def __init__(self, emit: Emit | None = None):
+        self.emit = emit
+        self.last = {"top1": NAN, "top5": NAN, "loss": NAN}
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    def __call__(self, entry: dict[str, Any], state_path: Path | None) -> None:
+        if entry.get("phase") != "prune" and "test_top1" in entry:
+            self.last = {"top1": entry["test_top1"], "top5": entry["test_top5"], "loss": entry["test_loss"]}
+            self.epoch = int(entry["epoch"])
+            self.history.append(dict(entry))
+        metrics = {**self.last, "epoch": self.epoch, "phase": entry.get("phase"),
+                   "flops_reduction": entry.get("flops_reduction", NAN),
+                   "params_reduction": entry.get("params_reduction", NAN)}
+        if entry.get("step") is not None:
+            metrics["step"] = entry["step"]
+        if self.emit is not None:
+            self.emit(metrics, state_path)
+
+
+def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """The last report of a trial: its record's final numbers (the Optuna objective values)."""
+    ok = record.get("status") == "ok"
+    final = record.get("final") or {}
+    return {"top1": final.get("top1", NAN), "top5": final.get("top5", NAN), "loss": final.get("loss", NAN),
+            "flops_reduction": (record.get("flops") or {}).get("reduction", NAN),
+            "params_reduction": (record.get("params") or {}).get("reduction", NAN),
+            "epoch": record.get("epochs_trained", 0), "phase": "done", "final": ok, "status": record.get("status")}
+
+
+def objective_values(record: dict[str, Any], objective: list[str]) -> list[float]:
+    m = final_metrics(record)
+    return [float(m[name]) for name in objective]
+
+
+def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
+                  checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run (or resume, or skip) one trial and write its record; returns the record.
+
+    Never raises for a trial's own failure (the record says ``status: failed``);
+    KeyboardInterrupt passes through with the state file kept for a resume.
+    """
+    path = ctx.record_path(trial.name)
+    if path.exists():
+        return read_json(path)  # finished before: neither lost nor re-run
+    out = ctx.trial_dir(trial.name)
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / "state.pt"
+    resumed = _take_checkpoint(checkpoint_dir, state, out)
+    progress = Progress(emit)
+    start = time.time()
+    options = dict(trial.options)
+    cfg = None
+    try:
+        if trial.budget_from:
+            options["epoch_budget"] = _matched_budget(ctx, trial.budget_from)
+        cfg = job_config(options, str(out), ctx.plugins)
+        if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
+            record = read_json(out / "record.json")
+        else:
+            from harness.job import run_job
+
+            record = run_job(cfg, report=progress, state_path=state)
+        record = {**record, "status": "ok"}
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every trial failure becomes a record
+        saved = saved_history(state)  # a resumed trial's earlier epochs are only in its state file
+        history = saved if len(saved) > len(progress.history) else progress.history
+        record = failed_record(trial, options, cfg, exc, history, time.time() - start)
+    record.update(_sweep_fields(ctx, trial, record, resumed))
+    write_json_atomic(path, record)
+    return record
+
+
+def failed_record(trial: Trial, options: dict[str, Any], cfg: Any, exc: BaseException,
+                  history: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
+    """What a failed trial leaves: its settings (for tables' notes), the reason and the partial history."""
+    from harness.engine import TrainingDiverged
+
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, TrainingDiverged):
+        reason = f"training diverged: {exc}"
+    record = {
+        "record_version": 1,
+        "status": "failed",
+        "error": reason,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:],
+        "model": options.get("model"),
+        "dataset": options.get("dataset", "digits"),
+        "pruner": options.get("pruner"),
+        "seed": options.get("seed"),
+        "config": to_jsonable(cfg) if cfg is not None else None,
+        "history": history,
+        "final": None,
+        "epochs_trained": history[-1]["epoch"] if history else 0,
+        "wall_time_s": wall_time_s,
+    }
+    if cfg is None and options.get("target_flops") is not None:
+        record["target_flops"] = options["target_flops"]
+    try:
+        import torch
+
+        from harness.repro import environment
+
+        record["env"] = environment(torch.device("cpu"))
+    except Exception:  # noqa: BLE001 - the environment is a courtesy here
+        pass
+    return record
+
+
+def saved_history(state: Path) -> list[dict[str, Any]]:
+    """The history in a run's state file ([] when there is none or it cannot be read)."""
+    if not state.exists():
+        return []
+    try:
+        from harness.checkpoint import read_checkpoint
+
+        return list(read_checkpoint(state)["extra_state"]["history"])
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
+                  resumed: dict[str, Any] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {"trial_id": trial.name, "sweep": ctx.name, "executor": ctx.executor,
+                              "stage": trial.stage, "options": to_jsonable(trial.options)}
+    if trial.budget_from:
+        fields["epoch_budget_from"] = trial.budget_from
+    resumes = list(record.get("resumed") or [])
+    if resumed is not None:
+        resumes.append(resumed)
+    fields["resumed"] = resumes
+    if trial.search is not None:
+        search = dict(trial.search)
+        if ctx.search and record.get("status") == "ok" and "number" in search:
+            values = objective_values(record, ctx.search["metric_names"])
+            search["values" if len(values) > 1 else "value"] = values if len(values) > 1 else values[0]
+        fields["search"] = {**(ctx.search or {}), **search}
+    return fields
+
+
+def _matched_budget(ctx: SweepContext, source: str) -> int:
+    path = ctx.record_path(source)
+    if not path.exists():
+        raise UserError(f"epoch budget source {source} has no record yet (it runs in the first stage)")
+    rec = read_json(path)
+    if rec.get("status") != "ok":
+        raise UserError(f"epoch budget source {source} failed ({rec.get('error')}), so this trial has no budget")
+    return int(rec["epochs_trained"])
+
+
+def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) -> dict[str, Any] | None:
+    """Put a Tune checkpoint's state.pt in place (it wins over a local one); describe the resume."""
+    source = None
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.pt").exists():
+        tmp = state.with_name(".state.pt.restore")
+        shutil.copyfile(Path(checkpoint_dir) / "state.pt", tmp)
+        os.replace(tmp, state)
+        source = "tune checkpoint"
+    elif state.exists():
+        source = "state file"
+    if source is None:
+        return None
+    try:
+        from harness.checkpoint import read_checkpoint
+
+        extra = read_checkpoint(state)["extra_state"]
+        return {"from": source, "epochs_trained": extra["epochs_trained"], "stage": extra["stage"],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    except Exception as exc:  # noqa: BLE001 - an unreadable state: start over rather than fail
+        print(f"note: {state} is unreadable ({exc}); the trial starts over", file=sys.stderr)
+        state.unlink(missing_ok=True)
+        return None
+
+
+# ----------------------------------------------------------------------------- Ray
+
+def trial_from_config(config: dict[str, Any], name: str, plan: dict[str, dict[str, Any]]) -> Trial:
+    """The Trial a Tune config stands for: a planned (grid) trial by name, or an Optuna sample."""
+    if name in plan:
+        return Trial.from_json(plan[name])
+    from harness.sweep.space import options_from_json
+
+    number = int(config["optuna_number"])
+    return Trial(name, options_from_json(config["options"]), stage="search",
+                 search={"number": number, "params": {k: v for k, v in config.items()
+                                                      if k not in ("options", "optuna_number")}})
+
+
+def ray_trainable(config: dict[str, Any], ctx: SweepContext, plan: dict[str, dict[str, Any]]) -> None:
+    """The Tune function trainable (``tune.with_parameters(ray_trainable, ctx=..., plan=...)``)."""
+    import ray
+    import torch
+    from ray import tune
+
+    if not ray.get_gpu_ids():  # a trial given no GPU must not use one (Ray 2.60 no longer hides them)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    torch.set_num_threads(ctx.threads)  # spinning thread pools crawl when cores are shared
+    name = tune.get_context().get_trial_name()
+    trial = trial_from_config(config, name, plan)
+    checkpoint = tune.get_checkpoint()
+    scratch = ctx.trial_dir(name) / ".tune_checkpoint"
+
+    def emit(metrics: dict[str, Any], state_path: Path | None) -> None:
+        if state_path is None or not Path(state_path).exists():
+            tune.report(metrics)
+            return
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        try:
+            os.link(state_path, scratch / "state.pt")
+        except OSError:
+            shutil.copyfile(state_path, scratch / "state.pt")
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(scratch)))  # copied to storage here
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    if checkpoint is not None:
+        with checkpoint.as_directory() as restored:
+            record = execute_trial(ctx, trial, emit, checkpoint_dir=restored)
+    else:
+        record = execute_trial(ctx, trial, emit)
+    if record.get("status") != "ok":
+        raise TrialFailed(f"{name}: {record.get('error')}")
+    tune.report(final_metrics(record))
+
+
+# ----------------------------------------------------------------------------- serial
+
+class SerialExecutor:
+    """Runs trials one after another in this process (no Ray): same records, same numbers."""
+
+    def __init__(self, ctx: SweepContext, say: Callable[[str], None] = print):
+        self.ctx = ctx
+        self.say = say
+
+    def run(self, trial: Trial) -> dict[str, Any]:
+        import torch
+
+        done = self.ctx.record_path(trial.name).exists()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.ctx.threads)
+        try:
+            if not done:
+                self.say(f"[{self.ctx.name}] start {trial.name}")
+            record = execute_trial(self.ctx, trial)
+        finally:
+            torch.set_num_threads(threads)
+        if not done:
+            self.say(f"[{self.ctx.name}] {describe_result(trial.name, record)}")
+        return record
+
+
+def describe_result(name: str, record: dict[str, Any]) -> str:
+    status = record.get("status")
+    if status == "ok":
+        m = final_metrics(record)
+        return (f"done {name}: top1={m['top1']:.2f}% flops -{100 * m['flops_reduction']:.1f}% "
+                f"epochs={m['epoch']} ({record.get('wall_time_s', 0):.1f}s)")
+    return f"{status} {name}: {record.get('error')}"
+
