@@ -18,9 +18,18 @@ $(STAMP): requirements.txt pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-# The main job on the embedded default (scikit-learn's digits: no download needed).
+# The main job on the embedded default (scikit-learn's digits: no download needed):
+# search_spaces/quick.yaml (LAASP vs uniform L1 vs FPGM vs random, + unpruned, 2 seeds),
+# then its table and HTML report. A second run resumes the same sweep (nothing left to do).
+BENCH_RESULTS := runs
 bench: $(STAMP)
-	$(PY) run_bench.py train --model resnet20 --dataset digits --epochs 15 --out runs/bench-digits-resnet20
+	@if [ -f $(BENCH_RESULTS)/quick/sweep.json ]; then \
+		$(PY) run_bench.py sweep --resume quick --results-dir $(BENCH_RESULTS); \
+	else \
+		$(PY) run_bench.py sweep search_spaces/quick.yaml --results-dir $(BENCH_RESULTS); \
+	fi
+	$(PY) run_bench.py table $(BENCH_RESULTS)/quick
+	$(PY) run_bench.py report $(BENCH_RESULTS)/quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

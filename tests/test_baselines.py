@@ -44,6 +44,7 @@ class FakeCtx:
         self.model = model
         self.data = SimpleNamespace(image_size=size, in_channels=in_channels)
         self.config = SimpleNamespace(seed=seed, pruner="test")
+        self.state = SimpleNamespace(epochs_trained=0)
         self.baseline_cost = count_cost(model, size, in_channels)
         self.reports: list[dict] = []
         self.timings: dict[str, float] = {}
