@@ -239,7 +239,8 @@ def add_pruning_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--selection", choices=("exact", "approx"), help="LAASP: exact (default) or successive halving")
     g.add_argument("--approx-start-fraction", type=float, help="LAASP approx: first round's share of the subset")
     g.add_argument("--approx-check", action="store_true", default=None,
-                   help="LAASP approx: also run the exact search each step and record agreement")
+                   help="LAASP: also run the other selection (approx with exact, exact with approx) each step "
+                        "and record how often the picks agree; the --selection one is applied")
     g.add_argument("--chunk-size", type=int, help="LAASP: subset images per pass when scoring candidates")
     g.add_argument("--candidate-batch", type=int, help="LAASP: rows per forward when candidates are stacked")
     g.add_argument("--from-checkpoint", metavar="PATH",

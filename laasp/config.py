@@ -26,7 +26,7 @@ class LAASPConfig(PruneSchedule):
     criteria: tuple[str, ...] = ("l1", "l2", "eucl", "cos")
     selection: str = "exact"             # "approx": successive halving over candidates
     approx_start_fraction: float = 0.125  # approx: first round sees this fraction of the subset
-    approx_check: bool = False           # approx: also run the exact search and record agreement
+    approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
     seed: int = 0                        # random criteria, subset draw (set from the run's seed)

@@ -126,10 +126,12 @@ class LAASP:
             winner = self.evaluator.exact(candidates)
         else:
             winner = self.evaluator.successive_halving(candidates, self.config.approx_start_fraction)
-            if self.config.approx_check:
-                exact_pool = [Candidate(c.removal, c.sources) for c in candidates]
-                exact_winner = self.evaluator.exact(exact_pool)
-                agrees = exact_winner.removal == winner.removal
+        if self.config.approx_check:
+            # The other selection runs in the shadow, on fresh copies; the configured one is applied.
+            shadow_pool = [Candidate(c.removal, c.sources) for c in candidates]
+            shadow = (self.evaluator.successive_halving(shadow_pool, self.config.approx_start_fraction)
+                      if self.config.selection == "exact" else self.evaluator.exact(shadow_pool))
+            agrees = shadow.removal == winner.removal
         layer_name, crit = winner.sources[0]
         full = [c for c in candidates if c.images == len(self.evaluator.x) and c is not winner]
         runner_up = min((c.loss for c in full), default=None)

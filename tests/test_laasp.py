@@ -141,3 +141,11 @@ def test_approx_mode_reports_agreement() -> None:
     for _ in range(3):
         step = pruner.step()
         assert step.approx_agrees in (True, False)
+
+
+def test_exact_mode_with_shadow_approx_check_keeps_exact_picks() -> None:
+    plain, checked = _pruner(), _pruner(approx_check=True, approx_start_fraction=0.25)
+    for _ in range(3):
+        a, b = plain.step(), checked.step()
+        assert (a.layer, a.criterion, a.removed) == (b.layer, b.criterion, b.removed)  # exact is still applied
+        assert a.approx_agrees is None and b.approx_agrees in (True, False)
