@@ -42,7 +42,6 @@ import torch
 from torch import nn
 
 from harness.criteria import CRITERIA, CriterionInput
-from harness.errors import UserError
 from harness.flops import count_cost, layer_flops
 from harness.prunable import Layer, PrunableNetwork
 from harness.pruners import Pruner, PruneSchedule

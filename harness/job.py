@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness.checkpoint import load_checkpoint, model_from_payload, read_checkpoint, save_checkpoint
+from harness.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
 from harness.data import DataConfig, Dataset, load_dataset
 from harness.device import Precision, select_device
 from harness.engine import Engine, OptimConfig, TrainingState, make_optimizer

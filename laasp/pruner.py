@@ -65,6 +65,7 @@ class LAASP:
             self._init_steps()
         for layer in self.net.layers:  # channel counts at the very start, also after a resume
             layer.original_filters = self.original_filters[layer.name]
+        self._count_flops()
 
     # ----------------------------------------------------------------- set-up
     def _init_steps(self) -> None:
@@ -92,7 +93,11 @@ class LAASP:
 
     # ----------------------------------------------------------------- progress
     def flops(self) -> int:
-        return count_cost(self.model, self.net.input_size, self.net.in_channels).flops
+        return self._flops
+
+    def _count_flops(self) -> None:
+        """Counted when the structure changes (set-up and each removal), not on every query."""
+        self._flops = count_cost(self.model, self.net.input_size, self.net.in_channels).flops
 
     def reduction(self) -> float:
         return 1.0 - self.flops() / self.baseline_flops
@@ -139,6 +144,7 @@ class LAASP:
         idxs = list(winner.removal.idxs)
         selection_s = time.perf_counter() - start
         self.net.remove(layer, idxs)
+        self._count_flops()
         result = StepResult(
             step=len(self.trace) + 1, layer=layer_name, criterion=crit, removed=len(idxs), loss=winner.loss,
             runner_up_loss=runner_up, flops_reduction=self.reduction(), candidates=len(candidates),

@@ -9,13 +9,12 @@ the loop's own progress in ``ctx.pruner_state``, so an interrupted run resumes m
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Any
 
 from harness.pruners import PRUNERS, Pruner
 from laasp.config import LAASPConfig
-from laasp.pruner import LAASP
+from laasp.pruner import LAASP, prune_to_target
 
 
 @PRUNERS.register("laasp", source="Ghimire et al. 2023, loss-aware automatic selection of pruning criteria")
@@ -27,8 +26,7 @@ class LAASPPruner(Pruner):
         data = ctx.data
         subset_size = min(cfg.subset_size or data.train_size, data.train_size)
         subset_x, subset_y = data.loss_subset(subset_size, seed=ctx.config.seed)
-        loop = ctx.pruner_state or {"laasp": None, "last_recovery": 0.0, "recoveries": 0, "recover_left": 0,
-                                    "reached": None}
+        loop = ctx.pruner_state or {"laasp": None, "last_recovery": 0.0, "recoveries": 0, "recover_left": 0}
         pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels, state=loop["laasp"])
         recover_lr = ctx.config.optim.lr_at(cfg.prune_epoch)
 
@@ -44,17 +42,8 @@ class LAASPPruner(Pruner):
                 ctx.pruner_state = loop
                 ctx.train([cfg.prune_epoch], "recover", fixed_lr=recover_lr, fresh_optimizer=fresh)
 
-        recover()  # finish a recovery an interruption cut short
-        while loop["reached"] is None:
-            if pruner.done():
-                loop["reached"] = True
-                break
-            start = time.perf_counter()
-            step = pruner.step()
-            ctx.add_time("selection_s", time.perf_counter() - start)
-            if step is None:
-                loop["reached"] = False
-                break
+        def after_step(step) -> None:
+            ctx.add_time("selection_s", step.selection_s)
             pruner.trace[-1]["epochs_trained"] = ctx.state.epochs_trained  # where the step sits in the curves
             if cfg.recover_epoch > 0 and step.flops_reduction - loop["last_recovery"] >= cfg.recover_flop - 1e-12:
                 loop["last_recovery"] = step.flops_reduction
@@ -62,14 +51,13 @@ class LAASPPruner(Pruner):
                 loop["recover_left"] = cfg.recover_epoch
             save({"phase": "prune", "step": step.step, **ctx.cost_fields()})
             recover()
-        reduction = pruner.reduction()
-        if not loop["reached"]:
-            print(f"laasp: target FLOPs reduction {cfg.target_flops:.3f} is unreachable under the per-layer cap "
-                  f"{cfg.max_prune_rate}: stopped at {reduction:.3f}")
+
+        recover()  # finish a recovery an interruption cut short
+        reached = prune_to_target(pruner, after_step)  # logs a warning when the caps make it unreachable
         agreement = [s["approx_agrees"] for s in pruner.trace if s["approx_agrees"] is not None]
         return {
             "target_flops": cfg.target_flops,
-            "target_reached": loop["reached"],
+            "target_reached": reached,
             "trace": pruner.trace,
             "removed_per_criterion": pruner.removed_per_criterion(),
             "layer_rates": pruner.layer_rates(),
