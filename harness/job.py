@@ -95,6 +95,13 @@ class JobContext:
     pruner_state: dict[str, Any] | None = None  # the pruner's own progress, saved with the run
     pruner_fields: dict[str, Any] = field(default_factory=dict)  # record fields of a finished prune
     pre_prune: dict[str, float] | None = None
+    # Wall time of the runs before a resume, and when this one started: a resumed record's
+    # wall_time_s is the whole run's, like its timings.
+    wall_s_before: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def wall_s(self) -> float:
+        return self.wall_s_before + time.perf_counter() - self.started
 
     @property
     def model(self) -> nn.Module:
@@ -147,6 +154,7 @@ class JobContext:
                                 "epochs_trained": self.state.epochs_trained,
                                 "train_time_s": self.state.train_time_s,
                                 "timings": self.timings,
+                                "wall_s": self.wall_s(),
                                 "optimizer": opt.state_dict() if opt is not None else None,
                                 "pruner_state": self.pruner_state,
                                 "pruner_fields": to_jsonable(self.pruner_fields),
@@ -206,6 +214,7 @@ def _restore(ctx: JobContext, saved: dict[str, Any]) -> None:
     ctx.state.epochs_trained = int(saved["epochs_trained"])
     ctx.state.train_time_s = float(saved["train_time_s"])
     ctx.timings = dict(saved["timings"])
+    ctx.wall_s_before = float(saved.get("wall_s", 0.0))  # states saved before wall_s was kept: 0
     ctx.pruner_state = saved["pruner_state"]
     ctx.pruner_fields = dict(saved["pruner_fields"])
     ctx.pre_prune = saved["pre_prune"]
@@ -226,7 +235,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         raise UserError(f"{Path(cfg.out) / 'record.json'} already exists: that run is finished; "
                         "choose another --out (nothing was overwritten)")
     ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
-    wall_before = ctx.timings.get("wall_s", 0.0)
+    ctx.started = wall_start  # data loading and model building count too
     if cfg.pruner is None:
         ctx.train(range(ctx.epochs_in_phase("train"), cfg.epochs), "train")
     else:
@@ -242,7 +251,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         from harness.latency import job_speedup
 
         extra["latency"] = job_speedup(ctx)  # the pruned network against the unpruned one, this device
-    record = build_record(ctx, final, wall_before + time.perf_counter() - wall_start, extra)
+    record = build_record(ctx, final, ctx.wall_s(), extra)
     if cfg.out:
         out = Path(cfg.out)
         ckpt = save_checkpoint(out / "checkpoint.pt", ctx.model, cfg.model, ctx.data.num_classes,

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from harness import results as R
 from harness.tables import Row, Table, build_table, to_html
+from harness.time_split import build_time_table
 
 REPORT_NAME = "report.html"
 
@@ -162,6 +163,7 @@ def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: s
         if is_sweep and not any(p.name.startswith("search_history") for p in plots):
             parts.append("<p>No search history: this folder has no <code>optuna.db</code> and its records carry "
                          "no <code>search</code> entries.</p>")
+    parts += ["<h2>Where the time went</h2>", f'<div class="scroll">{to_html(build_time_table(records))}</div>']
     parts += ["<h2>How these numbers were obtained</h2>", '<ul class="facts">']
     facts = [
         "Each group's statistics are over its successful runs, one per seed: mean ± sample standard deviation "

@@ -20,13 +20,27 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE", help="write the table to FILE instead of printing it")
     p.add_argument("--compare-paper", action="store_true",
                    help="add the paper's LAASP results (harness/paper.py) beside each row, with the differences")
+    p.add_argument("--view", default="results", metavar="{results,time}",
+                   help="results (default): accuracy, FLOPs, speed-up; time: wall time per run split into "
+                        "selection, recovery, budget top-up and training, plus approximate-selection agreement")
+
+
+VIEWS = ("results", "time")
 
 
 def table_main(args: argparse.Namespace) -> int:
     from harness.results import write_text_atomic
     from harness.tables import table_for_folder
+    from harness.time_split import time_table_for_folder
 
-    text = table_for_folder(args.folder, args.format, compare_paper=args.compare_paper)
+    if args.view not in VIEWS:
+        raise UserError(f"unknown --view {args.view!r}; use one of {', '.join(VIEWS)}")
+    if args.view == "time" and args.compare_paper:
+        raise UserError("--compare-paper goes with the results view only; drop it or use --view results")
+    if args.view == "time":
+        text = time_table_for_folder(args.folder, args.format)
+    else:
+        text = table_for_folder(args.folder, args.format, compare_paper=args.compare_paper)
     if args.out:
         path = write_text_atomic(args.out, text)
         print(f"table: {path.resolve()}")

@@ -90,6 +90,13 @@ class Table:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     compare_paper: bool = False
+    # Another view of the same rows (e.g. harness.time_split) brings its own columns and caption.
+    view_columns: list["Column"] | None = None
+    caption: str = "Pruning results: top-1 accuracy, FLOPs and parameter reduction, speed-up."
+
+    @property
+    def columns(self) -> list["Column"]:
+        return self.view_columns if self.view_columns is not None else columns(self.compare_paper)
 
 
 # ------------------------------------------------------------------------- building
@@ -230,7 +237,7 @@ class Column:
     numeric: bool = True
 
 
-def _pct(x: float | None) -> str:
+def fmt_pct(x: float | None) -> str:
     return NA if x is None else f"{100 * x:.2f}"
 
 
@@ -242,14 +249,14 @@ def _num(x: float | None, digits: int = 2) -> str:
     return NA if x is None else f"{x:.{digits}f}"
 
 
-def _pm(s: Stat, scale: float = 1.0) -> str:
+def fmt_pm(s: Stat, scale: float = 1.0) -> str:
     if s.mean is None:
         return NA
     std = NA if s.std is None else f"{scale * s.std:.2f}"
     return f"{scale * s.mean:.2f} ± {std}"
 
 
-def _raw(x: float | None, scale: float = 1.0, digits: int = 4) -> float | None:
+def raw_value(x: float | None, scale: float = 1.0, digits: int = 4) -> float | None:
     return None if x is None else round(scale * x, digits)
 
 
@@ -283,25 +290,25 @@ def columns(compare_paper: bool = False) -> list[Column]:
         Column("dataset", lambda r: r.dataset, (("dataset", lambda r: r.dataset),), numeric=False),
         Column("pruner", lambda r: r.pruner or UNPRUNED, (("pruner", lambda r: r.pruner or UNPRUNED),),
                numeric=False),
-        Column("target FLOPs red. (%)", lambda r: _pct(r.target),
-               (("target_flops_pct", lambda r: _raw(r.target, 100)),)),
-        Column("baseline top-1 (%)", lambda r: _pm(r.baseline),
-               (("baseline_top1_mean", lambda r: _raw(r.baseline.mean)),
-                ("baseline_top1_std", lambda r: _raw(r.baseline.std)),
+        Column("target FLOPs red. (%)", lambda r: fmt_pct(r.target),
+               (("target_flops_pct", lambda r: raw_value(r.target, 100)),)),
+        Column("baseline top-1 (%)", lambda r: fmt_pm(r.baseline),
+               (("baseline_top1_mean", lambda r: raw_value(r.baseline.mean)),
+                ("baseline_top1_std", lambda r: raw_value(r.baseline.std)),
                 ("baseline_runs", lambda r: r.baseline.n))),
-        Column("pruned top-1 (%)", lambda r: _pm(r.top1),
-               (("top1_mean", lambda r: _raw(r.top1.mean)), ("top1_std", lambda r: _raw(r.top1.std)))),
-        Column("top-1 drop (pt)", lambda r: _num(r.drop), (("top1_drop", lambda r: _raw(r.drop)),)),
-        Column("pruned top-5 (%)", lambda r: _pm(r.top5),
-               (("top5_mean", lambda r: _raw(r.top5.mean)), ("top5_std", lambda r: _raw(r.top5.std)))),
+        Column("pruned top-1 (%)", lambda r: fmt_pm(r.top1),
+               (("top1_mean", lambda r: raw_value(r.top1.mean)), ("top1_std", lambda r: raw_value(r.top1.std)))),
+        Column("top-1 drop (pt)", lambda r: _num(r.drop), (("top1_drop", lambda r: raw_value(r.drop)),)),
+        Column("pruned top-5 (%)", lambda r: fmt_pm(r.top5),
+               (("top5_mean", lambda r: raw_value(r.top5.mean)), ("top5_std", lambda r: raw_value(r.top5.std)))),
         Column("FLOPs red. (%)", lambda r: _num(_scaled(r.flops_reduction.mean)),
-               (("flops_reduction_pct", lambda r: _raw(r.flops_reduction.mean, 100)),)),
+               (("flops_reduction_pct", lambda r: raw_value(r.flops_reduction.mean, 100)),)),
         Column("params red. (%)", lambda r: _num(_scaled(r.params_reduction.mean)),
-               (("params_reduction_pct", lambda r: _raw(r.params_reduction.mean, 100)),)),
+               (("params_reduction_pct", lambda r: raw_value(r.params_reduction.mean, 100)),)),
         Column("speed-up b1 (x)", lambda r: _num(r.speedup[1].mean),
-               (("speedup_b1", lambda r: _raw(r.speedup[1].mean)),)),
+               (("speedup_b1", lambda r: raw_value(r.speedup[1].mean)),)),
         Column("speed-up b64 (x)", lambda r: _num(r.speedup[64].mean),
-               (("speedup_b64", lambda r: _raw(r.speedup[64].mean)),)),
+               (("speedup_b64", lambda r: raw_value(r.speedup[64].mean)),)),
         Column("seeds", lambda r: str(r.seeds), (("seeds", lambda r: r.seeds),)),
         Column("failed", lambda r: str(len(r.failed)), (("failed", lambda r: len(r.failed)),)),
         Column("epochs", _epochs, (("epochs_min", lambda r: r.epochs and r.epochs[0]),
@@ -316,11 +323,11 @@ def columns(compare_paper: bool = False) -> list[Column]:
         cols += [
             Column("paper baseline top-1 (%)", lambda r: _num(p_base(r)), (("paper_baseline_top1", p_base),)),
             Column("paper top-1 (%)", lambda r: _num(p_top1(r)), (("paper_top1", p_top1),)),
-            Column("paper drop (pt)", lambda r: _num(p_drop(r)), (("paper_drop", lambda r: _raw(p_drop(r))),)),
+            Column("paper drop (pt)", lambda r: _num(p_drop(r)), (("paper_drop", lambda r: raw_value(p_drop(r))),)),
             Column("paper FLOPs red. (%)", lambda r: _num(p_flops(r), 1), (("paper_flops_reduction_pct", p_flops),)),
-            Column("Δ baseline (pt)", lambda r: _num(d_base(r)), (("delta_baseline", lambda r: _raw(d_base(r))),)),
-            Column("Δ top-1 (pt)", lambda r: _num(d_top1(r)), (("delta_top1", lambda r: _raw(d_top1(r))),)),
-            Column("Δ drop (pt)", lambda r: _num(d_drop(r)), (("delta_drop", lambda r: _raw(d_drop(r))),)),
+            Column("Δ baseline (pt)", lambda r: _num(d_base(r)), (("delta_baseline", lambda r: raw_value(d_base(r))),)),
+            Column("Δ top-1 (pt)", lambda r: _num(d_top1(r)), (("delta_top1", lambda r: raw_value(d_top1(r))),)),
+            Column("Δ drop (pt)", lambda r: _num(d_drop(r)), (("delta_drop", lambda r: raw_value(d_drop(r))),)),
         ]
     return cols
 
@@ -337,12 +344,12 @@ def render(table: Table, fmt: str) -> str:
 
 
 def cells(table: Table) -> tuple[list[str], list[list[str]]]:
-    cols = columns(table.compare_paper)
+    cols = table.columns
     return [c.header for c in cols], [[c.cell(r) for c in cols] for r in table.rows]
 
 
 def to_markdown(table: Table) -> str:
-    cols = columns(table.compare_paper)
+    cols = table.columns
     header, body = cells(table)
     align = ["---:" if c.numeric else "---" for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
@@ -357,7 +364,7 @@ def to_csv(table: Table) -> str:
 
     The notes follow as ``# ...`` lines: read with ``pandas.read_csv(path, comment="#")``.
     """
-    cols = columns(table.compare_paper)
+    cols = table.columns
     spec = [pair for c in cols for pair in c.csv]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -380,7 +387,7 @@ def latex_escape(text: str) -> str:
 
 def to_latex(table: Table) -> str:
     """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``), notes below the tabular."""
-    cols = columns(table.compare_paper)
+    cols = table.columns
     header, body = cells(table)
     spec = "".join("r" if c.numeric else "l" for c in cols)
     lines = ["% generated by run_bench.py table; needs \\usepackage{booktabs}",
@@ -392,7 +399,7 @@ def to_latex(table: Table) -> str:
         lines += ["\\par\\smallskip", "\\begin{minipage}{\\linewidth}\\scriptsize"]
         lines += [f"({i}) {latex_escape(n)}\\par" for i, n in enumerate(table.notes, 1)]
         lines += ["\\end{minipage}"]
-    lines += ["\\caption{Pruning results: top-1 accuracy, FLOPs and parameter reduction, speed-up.}",
+    lines += [f"\\caption{{{latex_escape(table.caption)}}}",
               "\\end{table}"]
     return "\n".join(lines) + "\n"
 
@@ -401,7 +408,7 @@ def to_html(table: Table) -> str:
     """An HTML ``<table>`` (for the report), notes as a list after it."""
     import html
 
-    cols = columns(table.compare_paper)
+    cols = table.columns
     header, body = cells(table)
     out = ['<table class="results">', "<thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
            + "</tr></thead>", "<tbody>"]

@@ -120,3 +120,13 @@ def test_report_out_and_errors(sweep, tmp_path, capsys) -> None:
         report_main(parser.parse_args([str(tmp_path / "empty")]))
     with pytest.raises(UserError, match="is a folder"):
         report_main(parser.parse_args([str(sweep), "--out", str(tmp_path)]))
+
+
+def test_report_splits_the_wall_time(report) -> None:
+    _, page = report
+    text = " ".join(page.text)
+    assert "Where the time went" in text
+    times = next(t for t in page.tables if t and "selection (s)" in t[0])
+    header = times[0]
+    laasp = next(dict(zip(header, r)) for r in times[1:] if r[header.index("pruner")] == "laasp")
+    assert laasp["runs"] == "2" and float(laasp["selection (s)"].split(" ± ")[0]) > 0

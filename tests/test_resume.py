@@ -58,6 +58,8 @@ def test_resume_matches_uninterrupted(tmp_path, uninterrupted, stop_after) -> No
     assert (tmp_path / "state.pt").exists() and not (tmp_path / "record.json").exists()
     resumed = run_job(cfg, state_path=tmp_path / "state.pt")
     assert _comparable(resumed) == _comparable(uninterrupted)
+    # wall time covers the interrupted part too, like the phase timings it contains
+    assert resumed["wall_time_s"] > sum(resumed["timings"].values())
     assert not (tmp_path / "state.pt").exists()  # cleaned up once the record is written
 
 

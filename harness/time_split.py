@@ -1,0 +1,169 @@
+"""Where a results folder's wall time went, and how often approximate selection agreed with exact.
+
+The same groups as the comparison table (`harness.tables.build_table`), other columns: per run,
+the mean wall time and its split into the phases every job records in ``timings``:
+
+- selection: choosing what to prune (LAASP's candidate search, a baseline's scoring and solving);
+- recovery: LAASP's recovery epochs (phase ``recover``);
+- budget top-up: a baseline's extra epochs that match its LAASP twin's budget (phase ``budget``);
+- train + fine-tune: the schedule's own epochs (phases ``train`` and ``finetune``);
+- other: the rest of the wall time (data loading, model building, final evaluation, latency).
+
+Epoch phases include their per-epoch evaluation and checkpoint. ``approx agreement`` pools the
+trace steps of LAASP runs made with ``approx_check``: steps whose approximate pick equals the
+exact pick / steps checked. Read with ``run_bench.py table FOLDER --view time``.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Any, Callable, Sequence
+
+from harness import results as R
+from harness.errors import UserError
+from harness.tables import NA, UNPRUNED, Column, Row, Stat, Table, build_table, fmt_pct, fmt_pm, raw_value
+
+# (column name, record timing keys) in display order; "other" is what none of them covers
+PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("selection", ("selection_s",)),
+    ("recovery", ("recover_s",)),
+    ("budget top-up", ("budget_s",)),
+    ("train + fine-tune", ("train_s", "finetune_s")),
+)
+
+
+def wall_s(rec: dict[str, Any]) -> float | None:
+    return R.metric(rec, "wall_time_s")
+
+
+def phase_s(rec: dict[str, Any], keys: tuple[str, ...]) -> float:
+    timings = rec.get("timings") or {}
+    return float(sum(timings.get(k, 0.0) for k in keys))
+
+
+def other_s(rec: dict[str, Any]) -> float | None:
+    wall = wall_s(rec)
+    return None if wall is None else wall - sum(phase_s(rec, keys) for _, keys in PHASES)
+
+
+def agreement(runs: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(steps where the approximate pick equalled the exact one, steps checked) over ``runs``."""
+    checked = [step["approx_agrees"] for rec in runs for step in rec.get("trace") or []
+               if isinstance(step, dict) and step.get("approx_agrees") is not None]
+    return sum(bool(a) for a in checked), len(checked)
+
+
+def _agreement_cell(r: Row) -> str:
+    agree, checked = agreement(r.runs)
+    return NA if not checked else f"{agree}/{checked} ({100 * agree / checked:.0f}%)"
+
+
+def _seconds(get: Callable[[dict[str, Any]], float | None]) -> Callable[[Row], Stat]:
+    return lambda r: Stat.of(get(rec) for rec in r.runs)
+
+
+def _share(get: Callable[[dict[str, Any]], float | None]) -> Callable[[Row], float | None]:
+    """The phase's fraction of the group's total wall time."""
+    def share(r: Row) -> float | None:
+        walls = [w for w in (wall_s(rec) for rec in r.runs) if w is not None]
+        if not walls or sum(walls) <= 0:
+            return None
+        return sum(get(rec) or 0.0 for rec in r.runs if wall_s(rec) is not None) / sum(walls)
+
+    return share
+
+
+def _seconds_column(header: str, key: str, get: Callable[[dict[str, Any]], float | None]) -> Column:
+    stat = _seconds(get)
+    return Column(f"{header} (s)", lambda r: fmt_pm(stat(r)),
+                  ((f"{key}_s_mean", lambda r: raw_value(stat(r).mean, digits=2)),
+                   (f"{key}_s_std", lambda r: raw_value(stat(r).std, digits=2))))
+
+
+def _phase_column(name: str, get: Callable[[dict[str, Any]], float | None]) -> Column:
+    """Seconds per run (mean ± std) and, in brackets, the phase's share of the group's wall time."""
+    key = name.replace(" + ", "_").replace(" ", "_").replace("-", "")
+    stat, share = _seconds(get), _share(get)
+
+    def cell(r: Row) -> str:
+        pct = share(r)
+        return fmt_pm(stat(r)) + ("" if pct is None else f" ({100 * pct:.0f}%)")
+
+    return Column(f"{name} (s)", cell, ((f"{key}_s_mean", lambda r: raw_value(stat(r).mean, digits=2)),
+                                        (f"{key}_s_std", lambda r: raw_value(stat(r).std, digits=2)),
+                                        (f"{key}_pct_of_wall", lambda r: raw_value(share(r), 100, 2))))
+
+
+def time_columns() -> list[Column]:
+    cols = [
+        Column("model", lambda r: r.model, (("model", lambda r: r.model),), numeric=False),
+        Column("dataset", lambda r: r.dataset, (("dataset", lambda r: r.dataset),), numeric=False),
+        Column("pruner", lambda r: r.pruner or UNPRUNED, (("pruner", lambda r: r.pruner or UNPRUNED),),
+               numeric=False),
+        Column("target FLOPs red. (%)", lambda r: fmt_pct(r.target),
+               (("target_flops_pct", lambda r: raw_value(r.target, 100)),)),
+        Column("runs", lambda r: str(r.seeds), (("runs", lambda r: r.seeds),)),
+        _seconds_column("wall", "wall", wall_s),
+    ]
+    for name, keys in PHASES:
+        cols.append(_phase_column(name, (lambda keys: lambda rec: phase_s(rec, keys))(keys)))
+    cols += [
+        _phase_column("other", other_s),
+        Column("approx agreement", _agreement_cell,
+               (("approx_agree_steps", lambda r: agreement(r.runs)[0] if agreement(r.runs)[1] else None),
+                ("approx_checked_steps", lambda r: agreement(r.runs)[1] or None)), numeric=False),
+    ]
+    return cols
+
+
+def build_time_table(records: Sequence[dict[str, Any]]) -> Table:
+    rows = build_table(records).rows
+    runs = [rec for r in rows for rec in r.runs]
+    return Table(rows, _notes(runs), view_columns=time_columns(),
+                 caption="Wall time per run and its split into phases; approximate-selection agreement.")
+
+
+def _notes(runs: Sequence[dict[str, Any]]) -> list[str]:
+    notes = [
+        "Seconds per run: mean ± sample std (ddof=1) over the group's successful runs; '% of wall' = the phase's "
+        "share of the group's summed wall time. Phases come from each record's timings: selection = choosing "
+        "what to prune; recovery = LAASP's recovery epochs; budget top-up = a baseline's extra epochs matching "
+        "its LAASP twin; train + fine-tune = the schedule's epochs (each epoch phase includes its evaluation "
+        "and checkpoint); other = the rest of the wall time (data, model, final evaluation, latency).",
+    ]
+    walls = [w for w in (wall_s(rec) for rec in runs) if w is not None]
+    if walls:
+        total = sum(walls)
+        split = [f"{name} {sum(phase_s(rec, keys) for rec in runs) / 60:.1f} min "
+                 f"({100 * sum(phase_s(rec, keys) for rec in runs) / total:.1f}%)" for name, keys in PHASES]
+        rest = sum(other_s(rec) or 0.0 for rec in runs)
+        notes.append(f"All {len(walls)} runs: {total / 60:.1f} min of run time (summed over runs, not the sweep's "
+                     f"wall clock), of which " + ", ".join(split) + f", other {rest / 60:.1f} min "
+                     f"({100 * rest / total:.1f}%).")
+    agree, checked = agreement(runs)
+    if checked:
+        per_run = [a / c for a, c in (agreement([rec]) for rec in runs) if c]
+        spread = (f"; per run {100 * min(per_run):.0f}-{100 * max(per_run):.0f}%, median "
+                  f"{100 * statistics.median(per_run):.0f}%" if len(per_run) > 1 else "")
+        notes.append(f"Approximate vs exact selection (approx_check): the approximate search picked the exact "
+                     f"search's (layer, criterion) on {agree} of {checked} steps ({100 * agree / checked:.1f}%) "
+                     f"over {len(per_run)} runs{spread}. " + _applied(runs))
+    else:
+        notes.append("No run was made with approx_check, so approximate-selection agreement is n/a.")
+    return notes
+
+
+def _applied(runs: Sequence[dict[str, Any]]) -> str:
+    """Which search's picks the checked runs applied (``selection`` of their records)."""
+    modes: dict[str, int] = {}
+    for rec in runs:
+        if agreement([rec])[1]:
+            modes[str(rec.get("selection"))] = modes.get(str(rec.get("selection")), 0) + 1
+    return "Picks applied: " + ", ".join(f"{mode} search in {n} run(s)" for mode, n in sorted(modes.items())) + "."
+
+
+def time_table_for_folder(folder, fmt: str = "md") -> str:
+    from harness.tables import FORMATS, render
+
+    if fmt not in FORMATS:  # before reading anything
+        raise UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return render(build_time_table(R.load_records(folder)), fmt)
