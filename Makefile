@@ -20,7 +20,7 @@ install: $(STAMP)
 
 # The main job on the embedded default (scikit-learn's digits: no download needed):
 # search_spaces/quick.yaml (LAASP vs uniform L1 vs FPGM vs random, + unpruned, 2 seeds),
-# then its table and HTML report. A second run resumes the same sweep (nothing left to do).
+# then its tables, HTML report and figures. A second run resumes the same sweep (nothing left to do).
 BENCH_RESULTS := runs
 bench: $(STAMP)
 	@if [ -f $(BENCH_RESULTS)/quick/sweep.json ]; then \
@@ -29,7 +29,9 @@ bench: $(STAMP)
 		$(PY) run_bench.py sweep search_spaces/quick.yaml --results-dir $(BENCH_RESULTS); \
 	fi
 	$(PY) run_bench.py table $(BENCH_RESULTS)/quick
+	$(PY) run_bench.py table $(BENCH_RESULTS)/quick --view time
 	$(PY) run_bench.py report $(BENCH_RESULTS)/quick
+	$(PY) run_bench.py plots $(BENCH_RESULTS)/quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

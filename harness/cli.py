@@ -304,12 +304,14 @@ command("sweep", "run a search space of trials (Ray Tune or serial) or --resume 
 
 
 # ---------------------------------------------------------------- table / report
-from harness.table_cli import add_report_args, add_table_args, report_main, table_main  # noqa: E402
+from harness.results_cli import (add_plots_args, add_report_args, add_table_args, plots_main,  # noqa: E402
+                                 report_main, table_main)
 
 command("table", "comparison table of a results folder (md, csv or latex), computed from its records")(
     (add_table_args, table_main))
 command("report", "self-contained HTML report of a results folder: table, figures, how the numbers were made")(
     (add_report_args, report_main))
+command("plots", "the report's figures as files (png, pdf or svg) in <folder>/plots/")((add_plots_args, plots_main))
 
 
 # ---------------------------------------------------------------- main

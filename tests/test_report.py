@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from harness.errors import UserError
-from harness.table_cli import add_report_args, report_main
+from harness.results_cli import add_report_args, report_main
 from tests.tiny_sweep import get_tiny_sweep
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source", "area", "base", "embed", "track"}
@@ -130,3 +130,25 @@ def test_report_splits_the_wall_time(report) -> None:
     header = times[0]
     laasp = next(dict(zip(header, r)) for r in times[1:] if r[header.index("pruner")] == "laasp")
     assert laasp["runs"] == "2" and float(laasp["selection (s)"].split(" ± ")[0]) > 0
+
+
+def test_plots_command_writes_every_figure(sweep, tmp_path, capsys) -> None:
+    from harness.results_cli import add_plots_args, plots_main
+
+    parser = argparse.ArgumentParser()
+    add_plots_args(parser)
+    assert plots_main(parser.parse_args([str(sweep), "--out", str(tmp_path / "png")])) == 0
+    pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert {"accuracy_vs_flops.png", "layer_rates.png", "criterion_use.png", "training_curves.png"} <= set(pngs)
+    assert all((tmp_path / "png" / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for n in pngs)
+    first = (tmp_path / "png" / "accuracy_vs_flops.png").read_bytes()
+    assert plots_main(parser.parse_args([str(sweep), "--out", str(tmp_path / "png")])) == 0
+    assert (tmp_path / "png" / "accuracy_vs_flops.png").read_bytes() == first  # same records, same file
+    assert plots_main(parser.parse_args([str(sweep), "--out", str(tmp_path / "pdf"), "--format", "pdf"])) == 0
+    assert (tmp_path / "pdf" / "layer_rates.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "plot: " in capsys.readouterr().out
+    (tmp_path / "file").write_text("x")
+    for argv, words in ((["--format", "jpg"], "unknown --format 'jpg'"),
+                        (["--out", str(tmp_path / "file")], "is a file")):
+        with pytest.raises(UserError, match=words):
+            plots_main(parser.parse_args([str(sweep), *argv]))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.table_cli import add_table_args, table_main
+from harness.results_cli import add_table_args, table_main
 from harness.tables import build_table, render, to_csv, to_latex, to_markdown
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.table_cli import add_table_args, table_main
+from harness.results_cli import add_table_args, table_main
 from harness.time_split import agreement, build_time_table
 from harness.tables import render
 from tests.test_tables import rec

@@ -1,7 +1,7 @@
-"""``run_bench.py table`` and ``run_bench.py report``: a results folder's table and HTML report.
+"""``run_bench.py table``, ``report`` and ``plots``: a results folder's table, HTML report and figures.
 
-Both read only the records of the folder (``records/*.json`` of a sweep, or ``*/record.json``
-of single runs); see `harness.tables` and `harness.report`.
+All three read only the records of the folder (``records/*.json`` of a sweep, or ``*/record.json``
+of single runs); see `harness.tables`, `harness.time_split`, `harness.report` and `harness.plots`.
 """
 from __future__ import annotations
 
@@ -63,3 +63,41 @@ def report_main(args: argparse.Namespace) -> int:
     path = write_report(args.folder, args.out, args.title)
     print(f"report: {path.resolve()}")
     return 0
+
+
+PLOT_FORMATS = ("png", "pdf", "svg")
+
+
+def add_plots_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="results folder: results/<sweep> (records/*.json) or a tree of */record.json")
+    p.add_argument("--out", metavar="DIR", help="where to write the figures (default: <folder>/plots/)")
+    p.add_argument("--format", default="png", metavar="{png,pdf,svg}",
+                   help="png (default, 150 dpi), or pdf / svg (vector, for papers)")
+
+
+def plots_main(args: argparse.Namespace) -> int:
+    from harness.plots import all_plots
+    from harness.results import load_records
+
+    if args.format not in PLOT_FORMATS:
+        raise UserError(f"unknown --format {args.format!r}; use one of {', '.join(PLOT_FORMATS)}")
+    out = Path(args.out) if args.out else Path(args.folder) / "plots"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    records = load_records(args.folder)
+    plots = all_plots(records, args.folder)
+    if not plots:
+        raise UserError(f"{args.folder}: the records hold nothing to plot (no successful runs)")
+    out.mkdir(parents=True, exist_ok=True)
+    for plot in plots:
+        path = out / f"{plot.name}.{args.format}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        # metadata without a date, so an unchanged folder redraws byte-identical files
+        plot.figure.savefig(tmp, format=args.format, dpi=150, metadata=_STABLE_METADATA[args.format])
+        tmp.replace(path)
+        print(f"plot: {path.resolve()}  ({plot.title})")
+    return 0
+
+
+_STABLE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None},
+                    "svg": {"Date": None}}
