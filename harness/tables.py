@@ -284,14 +284,20 @@ def _delta(ours: Callable[[Row], float | None], theirs: Callable[[Row], float | 
     return get
 
 
-def columns(compare_paper: bool = False) -> list[Column]:
-    cols = [
+def group_columns() -> list[Column]:
+    """The columns naming a row's group; every view of the rows starts with them."""
+    return [
         Column("model", lambda r: r.model, (("model", lambda r: r.model),), numeric=False),
         Column("dataset", lambda r: r.dataset, (("dataset", lambda r: r.dataset),), numeric=False),
         Column("pruner", lambda r: r.pruner or UNPRUNED, (("pruner", lambda r: r.pruner or UNPRUNED),),
                numeric=False),
         Column("target FLOPs red. (%)", lambda r: fmt_pct(r.target),
                (("target_flops_pct", lambda r: raw_value(r.target, 100)),)),
+    ]
+
+
+def columns(compare_paper: bool = False) -> list[Column]:
+    cols = group_columns() + [
         Column("baseline top-1 (%)", lambda r: fmt_pm(r.baseline),
                (("baseline_top1_mean", lambda r: raw_value(r.baseline.mean)),
                 ("baseline_top1_std", lambda r: raw_value(r.baseline.std)),

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 from harness import results as R
 from harness.errors import UserError
-from harness.tables import NA, UNPRUNED, Column, Row, Stat, Table, build_table, fmt_pct, fmt_pm, raw_value
+from harness.tables import NA, Column, Row, Stat, Table, build_table, fmt_pm, group_columns, raw_value
 
 # (column name, record timing keys) in display order; "other" is what none of them covers
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -94,13 +94,7 @@ def _phase_column(name: str, get: Callable[[dict[str, Any]], float | None]) -> C
 
 
 def time_columns() -> list[Column]:
-    cols = [
-        Column("model", lambda r: r.model, (("model", lambda r: r.model),), numeric=False),
-        Column("dataset", lambda r: r.dataset, (("dataset", lambda r: r.dataset),), numeric=False),
-        Column("pruner", lambda r: r.pruner or UNPRUNED, (("pruner", lambda r: r.pruner or UNPRUNED),),
-               numeric=False),
-        Column("target FLOPs red. (%)", lambda r: fmt_pct(r.target),
-               (("target_flops_pct", lambda r: raw_value(r.target, 100)),)),
+    cols = group_columns() + [
         Column("runs", lambda r: str(r.seeds), (("runs", lambda r: r.seeds),)),
         _seconds_column("wall", "wall", wall_s),
     ]
