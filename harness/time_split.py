@@ -4,6 +4,8 @@ The same groups as the comparison table (`harness.tables.build_table`), other co
 the mean wall time and its split into the phases every job records in ``timings``:
 
 - selection: choosing what to prune (LAASP's candidate search, a baseline's scoring and solving);
+- approx check: LAASP's shadow search when ``approx_check`` is on (records made before it was
+  timed apart count it in selection);
 - recovery: LAASP's recovery epochs (phase ``recover``);
 - budget top-up: a baseline's extra epochs that match its LAASP twin's budget (phase ``budget``);
 - train + fine-tune: the schedule's own epochs (phases ``train`` and ``finetune``);
@@ -25,6 +27,7 @@ from harness.tables import NA, Column, Row, Stat, Table, build_table, fmt_pm, gr
 # (column name, record timing keys) in display order; "other" is what none of them covers
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("selection", ("selection_s",)),
+    ("approx check", ("approx_check_s",)),
     ("recovery", ("recover_s",)),
     ("budget top-up", ("budget_s",)),
     ("train + fine-tune", ("train_s", "finetune_s")),
@@ -118,10 +121,11 @@ def build_time_table(records: Sequence[dict[str, Any]]) -> Table:
 
 def _notes(runs: Sequence[dict[str, Any]]) -> list[str]:
     notes = [
-        "Seconds per run: mean ± sample std (ddof=1) over the group's successful runs; '% of wall' = the phase's "
+        "Seconds per run: mean ± sample std (ddof=1) over the group's successful runs; (x%) = the phase's "
         "share of the group's summed wall time. Phases come from each record's timings: selection = choosing "
-        "what to prune; recovery = LAASP's recovery epochs; budget top-up = a baseline's extra epochs matching "
-        "its LAASP twin; train + fine-tune = the schedule's epochs (each epoch phase includes its evaluation "
+        "what to prune; approx check = LAASP's shadow search for approx_check (in records made before it was "
+        "timed apart, part of selection); recovery = LAASP's recovery epochs; budget top-up = a baseline's "
+        "extra epochs matching its LAASP twin; train + fine-tune = the schedule's epochs (each epoch phase includes its evaluation "
         "and checkpoint); other = the rest of the wall time (data, model, final evaluation, latency).",
     ]
     walls = [w for w in (wall_s(rec) for rec in runs) if w is not None]

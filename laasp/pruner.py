@@ -39,8 +39,9 @@ class StepResult:
     flops_reduction: float
     candidates: int  # distinct networks evaluated
     tied_criteria: list[str]  # other criteria of the winning layer that chose the same filters
-    selection_s: float
-    approx_agrees: bool | None = None  # approx mode with checking: same pick as the exact search?
+    selection_s: float  # candidates and the configured search (what a run without the check spends)
+    approx_agrees: bool | None = None  # with approx_check: did the other search pick the same?
+    check_s: float = 0.0  # the other search, run only for approx_check
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -131,6 +132,8 @@ class LAASP:
             winner = self.evaluator.exact(candidates)
         else:
             winner = self.evaluator.successive_halving(candidates, self.config.approx_start_fraction)
+        selection_s = time.perf_counter() - start
+        check_start = time.perf_counter()
         if self.config.approx_check:
             # The other selection runs in the shadow, on fresh copies; the configured one is applied.
             shadow_pool = [Candidate(c.removal, c.sources) for c in candidates]
@@ -142,14 +145,14 @@ class LAASP:
         runner_up = min((c.loss for c in full), default=None)
         layer = self.net.by_name[layer_name]
         idxs = list(winner.removal.idxs)
-        selection_s = time.perf_counter() - start
+        check_s = time.perf_counter() - check_start if self.config.approx_check else 0.0
         self.net.remove(layer, idxs)
         self._count_flops()
         result = StepResult(
             step=len(self.trace) + 1, layer=layer_name, criterion=crit, removed=len(idxs), loss=winner.loss,
             runner_up_loss=runner_up, flops_reduction=self.reduction(), candidates=len(candidates),
             tied_criteria=[c for ln, c in winner.sources[1:] if ln == layer_name], selection_s=selection_s,
-            approx_agrees=agrees,
+            approx_agrees=agrees, check_s=check_s,
         )
         self.trace.append(result.as_dict())
         log.info("step %d: %s/%s -%d filters, loss %.4f, FLOPs -%.1f%%", result.step, layer_name, crit,

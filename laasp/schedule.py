@@ -44,6 +44,8 @@ class LAASPPruner(Pruner):
 
         def after_step(step) -> None:
             ctx.add_time("selection_s", step.selection_s)
+            if step.check_s:
+                ctx.add_time("approx_check_s", step.check_s)
             pruner.trace[-1]["epochs_trained"] = ctx.state.epochs_trained  # where the step sits in the curves
             if cfg.recover_epoch > 0 and step.flops_reduction - loop["last_recovery"] >= cfg.recover_flop - 1e-12:
                 loop["last_recovery"] = step.flops_reduction

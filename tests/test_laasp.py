@@ -149,3 +149,5 @@ def test_exact_mode_with_shadow_approx_check_keeps_exact_picks() -> None:
         a, b = plain.step(), checked.step()
         assert (a.layer, a.criterion, a.removed) == (b.layer, b.criterion, b.removed)  # exact is still applied
         assert a.approx_agrees is None and b.approx_agrees in (True, False)
+        # the shadow search is timed apart, so selection_s is what a run without the check spends
+        assert a.check_s == 0.0 and b.check_s > 0.0 and b.selection_s > 0.0

@@ -29,7 +29,7 @@ def _comparable(record: dict) -> dict:
     drop = {"train_time_s", "images_per_s"}
     return {
         "history": [{k: v for k, v in e.items() if k not in drop} for e in record["history"]],
-        "trace": [{k: v for k, v in s.items() if k != "selection_s"} for s in record["trace"]],
+        "trace": [{k: v for k, v in s.items() if k not in ("selection_s", "check_s")} for s in record["trace"]],
         "final": record["final"], "flops": record["flops"], "epochs_trained": record["epochs_trained"],
         "layer_rates": record["layer_rates"], "recoveries": record["recoveries"],
     }

@@ -26,7 +26,7 @@ def records():
     return [
         timed(None, None, 0, 100.0, train_s=90.0),
         timed("laasp", 0.5, 0, 200.0, agrees=(True, True, False, None), train_s=30.0, selection_s=80.0,
-              recover_s=20.0, finetune_s=60.0),
+              approx_check_s=6.0, recover_s=20.0, finetune_s=60.0),
         timed("laasp", 0.5, 1, 300.0, agrees=(True, True), train_s=30.0, selection_s=160.0, recover_s=40.0,
               finetune_s=60.0),
         timed("fpgm", 0.5, 0, 150.0, train_s=30.0, selection_s=1.0, budget_s=30.0, finetune_s=80.0),
@@ -47,7 +47,8 @@ def test_phase_seconds_shares_and_other_are_exact(records) -> None:
     assert laasp.selection_pct_of_wall == 48.0          # 240 of 500 s
     assert laasp.recovery_s_mean == 30.0 and laasp.recovery_pct_of_wall == 12.0
     assert laasp.train_finetune_s_mean == 90.0           # train + finetune
-    assert laasp.other_s_mean == 10.0                    # 250 - 120 - 30 - 90
+    assert laasp.approx_check_s_mean == 3.0 and laasp.approx_check_pct_of_wall == 1.2
+    assert laasp.other_s_mean == 7.0                     # (200 - 80 - 6 - 20 - 90 + 300 - 160 - 40 - 90) / 2
     assert (laasp.approx_agree_steps, laasp.approx_checked_steps) == (4, 5)  # None steps are not checked
     fpgm = rows[("fpgm", 50.0)]
     assert fpgm.budget_topup_s_mean == 30.0 and fpgm.other_s_mean == 9.0 and fpgm.recovery_s_mean == 0.0
