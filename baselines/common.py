@@ -263,7 +263,8 @@ class OneShotPruner(Pruner):
         trace = [{
             "step": 1, "layer": "*", "criterion": plan.criterion, "removed": removed, "loss": None,
             "runner_up_loss": None, "flops_reduction": reduction, "candidates": None, "tied_criteria": [],
-            "selection_s": selection_s, "approx_agrees": None, "epochs_trained": ctx.state.epochs_trained,
+            "selection_s": selection_s, "approx_agrees": None, "check_s": 0.0,
+            "epochs_trained": ctx.state.epochs_trained,
         }]
         return {
             "target_flops": cfg.target_flops,

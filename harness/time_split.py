@@ -125,8 +125,8 @@ def _notes(runs: Sequence[dict[str, Any]]) -> list[str]:
         "share of the group's summed wall time. Phases come from each record's timings: selection = choosing "
         "what to prune; approx check = LAASP's shadow search for approx_check (in records made before it was "
         "timed apart, part of selection); recovery = LAASP's recovery epochs; budget top-up = a baseline's "
-        "extra epochs matching its LAASP twin; train + fine-tune = the schedule's epochs (each epoch phase includes its evaluation "
-        "and checkpoint); other = the rest of the wall time (data, model, final evaluation, latency).",
+        "extra epochs matching its LAASP twin; train + fine-tune = the schedule's epochs (each epoch phase "
+        "includes its evaluation and checkpoint); other = the rest of the wall time (data, model, final evaluation, latency).",
     ]
     walls = [w for w in (wall_s(rec) for rec in runs) if w is not None]
     if walls:
