@@ -43,8 +43,9 @@ from torch import nn
 
 from harness.criteria import CRITERIA, CriterionInput
 from harness.flops import count_cost, layer_flops
+from harness.flops import reduction as flops_reduction
 from harness.prunable import Layer, PrunableNetwork
-from harness.pruners import Pruner, PruneSchedule
+from harness.pruners import Pruner, PruneSchedule, StepResult
 
 log = logging.getLogger("baselines")
 
@@ -249,7 +250,7 @@ class OneShotPruner(Pruner):
         if flops != plan.predicted_flops:  # the FLOPs model missed a layer type: trust the counter
             log.warning("%s: FLOPs model predicted %d MACs, counter says %d", type(self).__name__,
                         plan.predicted_flops, flops)
-        reduction = 1.0 - flops / ctx.baseline_cost.flops
+        reduction = flops_reduction(ctx.baseline_cost.flops, flops)
         reached = flops <= budget + 1e-6
         if not reached:
             print(f"{ctx.config.pruner}: target FLOPs reduction {cfg.target_flops:.3f} is unreachable under the "
@@ -260,12 +261,10 @@ class OneShotPruner(Pruner):
         for g in groups:
             for layer, _ in g.members:
                 rates[layer.name] = len(plan.removed.get(g.index, [])) / g.channels
-        trace = [{
-            "step": 1, "layer": "*", "criterion": plan.criterion, "removed": removed, "loss": None,
-            "runner_up_loss": None, "flops_reduction": reduction, "candidates": None, "tied_criteria": [],
-            "selection_s": selection_s, "approx_agrees": None, "check_s": 0.0,
-            "epochs_trained": ctx.state.epochs_trained,
-        }]
+        step = StepResult(step=1, layer="*", criterion=plan.criterion, removed=removed, loss=None,
+                          runner_up_loss=None, flops_reduction=reduction, candidates=None, tied_criteria=[],
+                          selection_s=selection_s)
+        trace = [{**step.as_dict(), "epochs_trained": ctx.state.epochs_trained}]
         return {
             "target_flops": cfg.target_flops,
             "target_reached": reached,

@@ -21,7 +21,7 @@ from harness.data import DataConfig, Dataset, load_dataset
 from harness.device import Precision, select_device
 from harness.engine import Engine, OptimConfig, TrainingState, make_optimizer
 from harness.errors import UserError
-from harness.flops import Cost, count_cost
+from harness.flops import Cost, count_cost, reduction
 from harness.models import MODELS, build_model, check_input_size
 from harness.records import FLOPS_COUNTER, cost_entry, read_json, to_jsonable, write_json_atomic
 from harness.repro import environment, seed_everything
@@ -113,8 +113,8 @@ class JobContext:
     def cost_fields(self) -> dict[str, Any]:
         c = self.cost()
         return {"flops": c.flops, "params": c.params,
-                "flops_reduction": 1.0 - c.flops / self.baseline_cost.flops,
-                "params_reduction": 1.0 - c.params / self.baseline_cost.params}
+                "flops_reduction": reduction(self.baseline_cost.flops, c.flops),
+                "params_reduction": reduction(self.baseline_cost.params, c.params)}
 
     def epochs_in_phase(self, phase: str) -> int:
         return sum(1 for e in self.state.history if e["phase"] == phase)

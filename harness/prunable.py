@@ -80,11 +80,10 @@ class PrunableNetwork:
         return self.dg.get_pruning_group(layer.module, tp.prune_conv_out_channels, idxs)
 
     def removal(self, layer: Layer, idxs: list[int]) -> Removal:
-        members = set(self.names)
         masks: dict[nn.Module, tuple[int, ...]] = {}
         for dep, dep_idxs in self.group(layer, idxs):
             module = dep.target.module
-            if module in members and self.dg.is_out_channel_pruning_fn(dep.handler):
+            if module in self.names and self.dg.is_out_channel_pruning_fn(dep.handler):
                 masks[module] = tuple(sorted(int(i) for i in dep_idxs))
         return Removal(layer.name, tuple(idxs), tuple(masks.items()))
 

@@ -45,6 +45,28 @@ class PruneSchedule:
                             "use a prune epoch <= --epochs")
 
 
+@dataclass
+class StepResult:
+    """One pruning step as the record's ``trace`` holds it, the same keys for every pruner
+    (a one-shot baseline records its single removal as step 1 on layer ``"*"``)."""
+
+    step: int
+    layer: str
+    criterion: str
+    removed: int
+    loss: float | None  # LAASP: the winner's loss on the subset; one-shot baselines: None
+    runner_up_loss: float | None
+    flops_reduction: float
+    candidates: int | None  # distinct networks evaluated (LAASP)
+    tied_criteria: list[str]  # other criteria of the winning layer that chose the same filters
+    selection_s: float  # candidates and the configured search (what a run without the check spends)
+    approx_agrees: bool | None = None  # with approx_check: did the other search pick the same?
+    check_s: float = 0.0  # the other search, run only for approx_check
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 class Pruner(ABC):
     Config: ClassVar[type]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness import results as R
-from harness.tables import Row, Table, build_table, to_html
+from harness.tables import Row, Table, build_table, describe_run, to_html
 from harness.time_split import build_time_table
 
 REPORT_NAME = "report.html"
@@ -114,9 +114,7 @@ def _failed_section(records: Sequence[dict[str, Any]]) -> str:
         return "<p>No failed runs.</p>"
     items = []
     for rec in failed:
-        target = R.target_of(rec)
-        what = (f"{rec.get('model')}/{R.dataset_of(rec)} {rec.get('pruner') or 'unpruned'}"
-                + (f" target {100 * target:g}%" if target is not None else "") + f" seed {rec.get('seed')}")
+        what = describe_run(rec)
         items.append(f"<li><b>{_e(R.label(rec))}</b> ({_e(what)}): <code>{_e(rec.get('error') or 'no error recorded')}"
                      f"</code></li>")
     return f"<p>{len(failed)} run(s) failed; they are counted in the table's <i>failed</i> column and left out of " \
@@ -163,7 +161,8 @@ def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: s
         if is_sweep and not any(p.name.startswith("search_history") for p in plots):
             parts.append("<p>No search history: this folder has no <code>optuna.db</code> and its records carry "
                          "no <code>search</code> entries.</p>")
-    parts += ["<h2>Where the time went</h2>", f'<div class="scroll">{to_html(build_time_table(records))}</div>']
+    times = build_time_table(records, table.rows)
+    parts += ["<h2>Where the time went</h2>", f'<div class="scroll">{to_html(times)}</div>']
     parts += ["<h2>How these numbers were obtained</h2>", '<ul class="facts">']
     facts = [
         "Each group's statistics are over its successful runs, one per seed: mean ± sample standard deviation "

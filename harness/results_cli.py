@@ -6,6 +6,7 @@ of single runs); see `harness.tables`, `harness.time_split`, `harness.report` an
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def add_plots_args(p: argparse.ArgumentParser) -> None:
 
 def plots_main(args: argparse.Namespace) -> int:
     from harness.plots import all_plots
-    from harness.results import load_records
+    from harness.results import load_records, write_bytes_atomic
 
     if args.format not in PLOT_FORMATS:
         raise UserError(f"unknown --format {args.format!r}; use one of {', '.join(PLOT_FORMATS)}")
@@ -90,11 +91,10 @@ def plots_main(args: argparse.Namespace) -> int:
         raise UserError(f"{args.folder}: the records hold nothing to plot (no successful runs)")
     out.mkdir(parents=True, exist_ok=True)
     for plot in plots:
-        path = out / f"{plot.name}.{args.format}"
-        tmp = path.with_name(f".{path.name}.tmp")
+        buf = io.BytesIO()
         # metadata without a date, so an unchanged folder redraws byte-identical files
-        plot.figure.savefig(tmp, format=args.format, dpi=150, metadata=_STABLE_METADATA[args.format])
-        tmp.replace(path)
+        plot.figure.savefig(buf, format=args.format, dpi=150, metadata=_STABLE_METADATA[args.format])
+        path = write_bytes_atomic(out / f"{plot.name}.{args.format}", buf.getvalue())
         print(f"plot: {path.resolve()}  ({plot.title})")
     return 0
 

@@ -197,7 +197,7 @@ def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bo
                      "training epochs.")
     failed = [rec for r in rows for rec in r.failed]
     if failed:
-        listed = [f"{R.label(rec)} ({_describe(rec)}): {_one_line(rec.get('error') or 'no error recorded')}"
+        listed = [f"{R.label(rec)} ({describe_run(rec)}): {_one_line(rec.get('error') or 'no error recorded')}"
                   for rec in failed[:MAX_FAILED_LISTED]]
         more = f"; and {len(failed) - MAX_FAILED_LISTED} more" if len(failed) > MAX_FAILED_LISTED else ""
         notes.append(f"{len(failed)} failed run(s), counted in 'failed' and left out of every mean: "
@@ -216,7 +216,7 @@ def _span(epochs: tuple[int, int]) -> str:
     return str(epochs[0]) if epochs[0] == epochs[1] else f"{epochs[0]}-{epochs[1]}"
 
 
-def _describe(rec: dict[str, Any]) -> str:
+def describe_run(rec: dict[str, Any]) -> str:
     target = R.target_of(rec)
     pruner = rec.get("pruner") or UNPRUNED
     tgt = f" target {_short_pct(target)}%" if target is not None else ""
@@ -343,9 +343,13 @@ def _scaled(x: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------------- rendering
-def render(table: Table, fmt: str) -> str:
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def render(table: Table, fmt: str) -> str:
+    check_format(fmt)
     return {"md": to_markdown, "csv": to_csv, "latex": to_latex}[fmt](table)
 
 
@@ -429,7 +433,6 @@ def to_html(table: Table) -> str:
 
 def table_for_folder(folder, fmt: str = "md", compare_paper: bool = False) -> str:
     """Records of ``folder`` -> the rendered table (the ``table`` command's work)."""
-    if fmt not in FORMATS:  # before reading anything
-        raise UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_format(fmt)  # before reading anything
     return render(build_table(R.load_records(folder), compare_paper), fmt)
 

@@ -18,11 +18,12 @@ exact pick / steps checked. Read with ``run_bench.py table FOLDER --view time``.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import Any, Callable, Sequence
 
 from harness import results as R
-from harness.errors import UserError
-from harness.tables import NA, Column, Row, Stat, Table, build_table, fmt_pm, group_columns, raw_value
+from harness.tables import (NA, Column, Row, Stat, Table, build_table, check_format, fmt_pm, group_columns,
+                            raw_value, render)
 
 # (column name, record timing keys) in display order; "other" is what none of them covers
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -55,9 +56,15 @@ def agreement(runs: Sequence[dict[str, Any]]) -> tuple[int, int]:
     return sum(bool(a) for a in checked), len(checked)
 
 
-def _agreement_cell(r: Row) -> str:
+def _agreement_counts(r: Row) -> tuple[int | None, int | None]:
+    """The row's (agreeing, checked) steps for the csv; (None, None) when nothing was checked."""
     agree, checked = agreement(r.runs)
-    return NA if not checked else f"{agree}/{checked} ({100 * agree / checked:.0f}%)"
+    return (agree, checked) if checked else (None, None)
+
+
+def _agreement_cell(r: Row) -> str:
+    agree, checked = _agreement_counts(r)
+    return NA if checked is None else f"{agree}/{checked} ({100 * agree / checked:.0f}%)"
 
 
 def _seconds(get: Callable[[dict[str, Any]], float | None]) -> Callable[[Row], Stat]:
@@ -75,45 +82,41 @@ def _share(get: Callable[[dict[str, Any]], float | None]) -> Callable[[Row], flo
     return share
 
 
-def _seconds_column(header: str, key: str, get: Callable[[dict[str, Any]], float | None]) -> Column:
-    stat = _seconds(get)
-    return Column(f"{header} (s)", lambda r: fmt_pm(stat(r)),
-                  ((f"{key}_s_mean", lambda r: raw_value(stat(r).mean, digits=2)),
-                   (f"{key}_s_std", lambda r: raw_value(stat(r).std, digits=2))))
-
-
-def _phase_column(name: str, get: Callable[[dict[str, Any]], float | None]) -> Column:
+def _phase_column(name: str, get: Callable[[dict[str, Any]], float | None], with_share: bool = True) -> Column:
     """Seconds per run (mean ± std) and, in brackets, the phase's share of the group's wall time."""
     key = name.replace(" + ", "_").replace(" ", "_").replace("-", "")
     stat, share = _seconds(get), _share(get)
+    csv = ((f"{key}_s_mean", lambda r: raw_value(stat(r).mean, digits=2)),
+           (f"{key}_s_std", lambda r: raw_value(stat(r).std, digits=2)))
+    if not with_share:
+        return Column(f"{name} (s)", lambda r: fmt_pm(stat(r)), csv)
 
     def cell(r: Row) -> str:
         pct = share(r)
         return fmt_pm(stat(r)) + ("" if pct is None else f" ({100 * pct:.0f}%)")
 
-    return Column(f"{name} (s)", cell, ((f"{key}_s_mean", lambda r: raw_value(stat(r).mean, digits=2)),
-                                        (f"{key}_s_std", lambda r: raw_value(stat(r).std, digits=2)),
-                                        (f"{key}_pct_of_wall", lambda r: raw_value(share(r), 100, 2))))
+    return Column(f"{name} (s)", cell, csv + ((f"{key}_pct_of_wall", lambda r: raw_value(share(r), 100, 2)),))
 
 
 def time_columns() -> list[Column]:
     cols = group_columns() + [
         Column("runs", lambda r: str(r.seeds), (("runs", lambda r: r.seeds),)),
-        _seconds_column("wall", "wall", wall_s),
+        _phase_column("wall", wall_s, with_share=False),
     ]
     for name, keys in PHASES:
         cols.append(_phase_column(name, (lambda keys: lambda rec: phase_s(rec, keys))(keys)))
     cols += [
         _phase_column("other", other_s),
         Column("approx agreement", _agreement_cell,
-               (("approx_agree_steps", lambda r: agreement(r.runs)[0] if agreement(r.runs)[1] else None),
-                ("approx_checked_steps", lambda r: agreement(r.runs)[1] or None)), numeric=False),
+               (("approx_agree_steps", lambda r: _agreement_counts(r)[0]),
+                ("approx_checked_steps", lambda r: _agreement_counts(r)[1])), numeric=False),
     ]
     return cols
 
 
-def build_time_table(records: Sequence[dict[str, Any]]) -> Table:
-    rows = build_table(records).rows
+def build_time_table(records: Sequence[dict[str, Any]], rows: Sequence[Row] | None = None) -> Table:
+    """The time view of ``records``; pass ``rows`` when the caller has already grouped them."""
+    rows = list(build_table(records).rows if rows is None else rows)
     runs = [rec for r in rows for rec in r.runs]
     return Table(rows, _notes(runs), view_columns=time_columns(),
                  caption="Wall time per run and its split into phases; approximate-selection agreement.")
@@ -126,42 +129,35 @@ def _notes(runs: Sequence[dict[str, Any]]) -> list[str]:
         "what to prune; approx check = LAASP's shadow search for approx_check (in records made before it was "
         "timed apart, part of selection); recovery = LAASP's recovery epochs; budget top-up = a baseline's "
         "extra epochs matching its LAASP twin; train + fine-tune = the schedule's epochs (each epoch phase "
-        "includes its evaluation and checkpoint); other = the rest of the wall time (data, model, final evaluation, latency).",
+        "includes its evaluation and checkpoint); other = the rest of the wall time (data, model, final "
+        "evaluation, latency).",
     ]
     walls = [w for w in (wall_s(rec) for rec in runs) if w is not None]
     if walls:
         total = sum(walls)
-        split = [f"{name} {sum(phase_s(rec, keys) for rec in runs) / 60:.1f} min "
-                 f"({100 * sum(phase_s(rec, keys) for rec in runs) / total:.1f}%)" for name, keys in PHASES]
+        minutes = {name: sum(phase_s(rec, keys) for rec in runs) for name, keys in PHASES}
+        split = [f"{name} {secs / 60:.1f} min ({100 * secs / total:.1f}%)" for name, secs in minutes.items()]
         rest = sum(other_s(rec) or 0.0 for rec in runs)
         notes.append(f"All {len(walls)} runs: {total / 60:.1f} min of run time (summed over runs, not the sweep's "
                      f"wall clock), of which " + ", ".join(split) + f", other {rest / 60:.1f} min "
                      f"({100 * rest / total:.1f}%).")
-    agree, checked = agreement(runs)
-    if checked:
-        per_run = [a / c for a, c in (agreement([rec]) for rec in runs) if c]
+    checked_runs = [(rec, agree, checked) for rec in runs for agree, checked in [agreement([rec])] if checked]
+    if checked_runs:
+        agree = sum(a for _, a, _ in checked_runs)
+        checked = sum(c for _, _, c in checked_runs)
+        per_run = [a / c for _, a, c in checked_runs]
         spread = (f"; per run {100 * min(per_run):.0f}-{100 * max(per_run):.0f}%, median "
                   f"{100 * statistics.median(per_run):.0f}%" if len(per_run) > 1 else "")
+        modes = Counter(str(rec.get("selection")) for rec, _, _ in checked_runs)
+        applied = ", ".join(f"{mode} search in {n} run(s)" for mode, n in sorted(modes.items()))
         notes.append(f"Approximate vs exact selection (approx_check): the approximate search picked the exact "
                      f"search's (layer, criterion) on {agree} of {checked} steps ({100 * agree / checked:.1f}%) "
-                     f"over {len(per_run)} runs{spread}. " + _applied(runs))
+                     f"over {len(per_run)} runs{spread}. Picks applied: {applied}.")
     else:
         notes.append("No run was made with approx_check, so approximate-selection agreement is n/a.")
     return notes
 
 
-def _applied(runs: Sequence[dict[str, Any]]) -> str:
-    """Which search's picks the checked runs applied (``selection`` of their records)."""
-    modes: dict[str, int] = {}
-    for rec in runs:
-        if agreement([rec])[1]:
-            modes[str(rec.get("selection"))] = modes.get(str(rec.get("selection")), 0) + 1
-    return "Picks applied: " + ", ".join(f"{mode} search in {n} run(s)" for mode, n in sorted(modes.items())) + "."
-
-
 def time_table_for_folder(folder, fmt: str = "md") -> str:
-    from harness.tables import FORMATS, render
-
-    if fmt not in FORMATS:  # before reading anything
-        raise UserError(f"unknown --format {fmt!r}; use one of {', '.join(FORMATS)}")
+    check_format(fmt)  # before reading anything
     return render(build_time_table(R.load_records(folder)), fmt)

@@ -13,38 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from harness.flops import count_cost
+from harness.flops import count_cost, reduction
 from laasp.config import LAASPConfig
 from harness.criteria import CRITERIA, CriterionInput, lowest
 from harness.prunable import Layer, PrunableNetwork
+from harness.pruners import StepResult  # noqa: F401 (the step API returns it)
 from laasp.selection import Candidate, CandidateEvaluator
 
 log = logging.getLogger("laasp")
-
-
-@dataclass
-class StepResult:
-    step: int
-    layer: str
-    criterion: str
-    removed: int
-    loss: float
-    runner_up_loss: float | None
-    flops_reduction: float
-    candidates: int  # distinct networks evaluated
-    tied_criteria: list[str]  # other criteria of the winning layer that chose the same filters
-    selection_s: float  # candidates and the configured search (what a run without the check spends)
-    approx_agrees: bool | None = None  # with approx_check: did the other search pick the same?
-    check_s: float = 0.0  # the other search, run only for approx_check
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class LAASP:
@@ -101,7 +82,7 @@ class LAASP:
         self._flops = count_cost(self.model, self.net.input_size, self.net.in_channels).flops
 
     def reduction(self) -> float:
-        return 1.0 - self.flops() / self.baseline_flops
+        return reduction(self.baseline_flops, self.flops())
 
     def done(self) -> bool:
         return self.reduction() >= self.config.target_flops
@@ -133,19 +114,20 @@ class LAASP:
         else:
             winner = self.evaluator.successive_halving(candidates, self.config.approx_start_fraction)
         selection_s = time.perf_counter() - start
-        check_start = time.perf_counter()
+        check_s = 0.0
         if self.config.approx_check:
             # The other selection runs in the shadow, on fresh copies; the configured one is applied.
+            check_start = time.perf_counter()
             shadow_pool = [Candidate(c.removal, c.sources) for c in candidates]
             shadow = (self.evaluator.successive_halving(shadow_pool, self.config.approx_start_fraction)
                       if self.config.selection == "exact" else self.evaluator.exact(shadow_pool))
             agrees = shadow.removal == winner.removal
+            check_s = time.perf_counter() - check_start
         layer_name, crit = winner.sources[0]
         full = [c for c in candidates if c.images == len(self.evaluator.x) and c is not winner]
         runner_up = min((c.loss for c in full), default=None)
         layer = self.net.by_name[layer_name]
         idxs = list(winner.removal.idxs)
-        check_s = time.perf_counter() - check_start if self.config.approx_check else 0.0
         self.net.remove(layer, idxs)
         self._count_flops()
         result = StepResult(

@@ -100,10 +100,15 @@ class CandidateEvaluator:
 
     def _hook(self, module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
         mask = self._active.get(module)
-        return out if mask is None else out * mask.view(mask.shape + (1,) * (out.dim() - 2)).to(out.dtype)
+        if mask is None:
+            return out
+        # out stacks len(batch) candidates of `rows` images each; candidate j's rows get mask[j]
+        n, channels = mask.shape
+        per_candidate = out.view(n, -1, *out.shape[1:])
+        return (per_candidate * mask.view(n, 1, channels, *(1,) * (out.dim() - 2)).to(out.dtype)).reshape(out.shape)
 
-    def _masks(self, batch: list[Candidate], rows: int) -> dict[nn.Module, torch.Tensor]:
-        """Per module, a (candidates x rows, channels) 0/1 mask: candidate j zeroes its channels."""
+    def _masks(self, batch: list[Candidate]) -> dict[nn.Module, torch.Tensor]:
+        """Per module, a (candidates, channels) 0/1 mask: candidate j zeroes its channels."""
         per_module: dict[nn.Module, torch.Tensor] = {}
         for j, cand in enumerate(batch):
             for m, idx in cand.removal.masks:
@@ -111,7 +116,7 @@ class CandidateEvaluator:
                     channels = m.num_features if isinstance(m, nn.BatchNorm2d) else m.out_channels
                     per_module[m] = torch.ones(len(batch), channels, device=self.x.device)
                 per_module[m][j, list(idx)] = 0.0
-        return {m: mask.repeat_interleave(rows, dim=0) for m, mask in per_module.items()}
+        return per_module
 
     def losses(self, candidates: list[Candidate], n_images: int | None = None, start_image: int = 0) -> None:
         """Add to each candidate's loss sum the loss on images [start_image, n_images)."""
@@ -122,6 +127,8 @@ class CandidateEvaluator:
         for cand in candidates:
             by_stage.setdefault(cand.first_stage, []).append(cand)
         masked = {m for c in candidates for m, _ in c.removal.masks}
+        masks: dict[tuple[int, int, int], dict[nn.Module, torch.Tensor]] = {}
+        last_first = max(by_stage, default=0)
         handles = [m.register_forward_hook(self._hook) for m in masked]
         was_training = self.model.training
         self.model.eval()  # batch norm uses its running statistics: a deterministic loss
@@ -132,12 +139,15 @@ class CandidateEvaluator:
                     rows = hi - lo
                     x, y = self.x[lo:hi], self.y[lo:hi]
                     inputs = [x]
-                    for stage in self.stages[:-1]:
+                    for stage in self.stages[:last_first]:  # clean activations up to the latest first stage
                         inputs.append(stage(inputs[-1]))
                     per_batch = max(1, self.max_batch // rows)
                     for first, group in by_stage.items():
                         for k in range(0, len(group), per_batch):
-                            self._run_batch(group[k:k + per_batch], inputs[first], y, first)
+                            key = (first, k, per_batch)  # the same candidates in every full chunk
+                            if key not in masks:
+                                masks[key] = self._masks(group[k:k + per_batch])
+                            self._run_batch(group[k:k + per_batch], inputs[first], y, first, masks[key])
                     self._active = {}
         finally:
             for h in handles:
@@ -145,9 +155,10 @@ class CandidateEvaluator:
             self._active = {}
             self.model.train(was_training)
 
-    def _run_batch(self, batch: list[Candidate], stage_input: torch.Tensor, y: torch.Tensor, first: int) -> None:
+    def _run_batch(self, batch: list[Candidate], stage_input: torch.Tensor, y: torch.Tensor, first: int,
+                   masks: dict[nn.Module, torch.Tensor]) -> None:
         rows = stage_input.shape[0]
-        self._active = self._masks(batch, rows)
+        self._active = masks
         h = stage_input.unsqueeze(0).expand(len(batch), *stage_input.shape).reshape(-1, *stage_input.shape[1:])
         for stage in self.stages[first:]:
             h = stage(h)

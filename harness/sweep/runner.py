@@ -30,7 +30,7 @@ from typing import Any, Callable
 from harness.errors import UserError
 from harness.records import read_json, write_json_atomic
 from harness.sweep.space import (Space, Trial, load_space, options_from_json, plan_grid, validate_plan,
-                                 validate_search, SpaceSampler, job_config)
+                                 validate_search, SpaceSampler)
 from harness.sweep.trainable import (SerialExecutor, SweepContext, describe_result, objective_values,
                                      ray_trainable)
 
@@ -131,7 +131,7 @@ class Sweep:
         else:
             validate_search(self.space)
             options = [dict(self.space.fixed)]
-        _prepare_data(options, self.space.plugins)
+        _prepare_data(options)
 
     # ------------------------------------------------------------------ stages
     def stages(self) -> list[str]:
@@ -237,19 +237,14 @@ def _check_resources(res: Resources, space: Space) -> None:
             raise UserError(f"--executor ray needs ray[tune] ({exc}); install it or use --executor serial") from None
 
 
-def _prepare_data(options: list[dict[str, Any]], plugins) -> None:
+def _prepare_data(options: list[dict[str, Any]]) -> None:
     """Extract zipped data roots once in the driver, so concurrent trials do not all unzip them."""
-    from harness.data import resolve_root
+    from harness.data import DataConfig, resolve_root
 
-    seen = set()
-    for opts in options:
-        try:
-            cfg = job_config({k: v for k, v in opts.items() if k != "epoch_budget"}, None, plugins)
-        except UserError:
-            continue  # validation already reported what matters
-        if cfg.data.data_root and cfg.data.data_root not in seen:
-            seen.add(cfg.data.data_root)
-            resolve_root(cfg.data)
+    # the space loader made every data_root absolute; a search's fixed options carry it too
+    for root in dict.fromkeys(opts.get("data_root") for opts in options):
+        if root:
+            resolve_root(DataConfig(data_root=root))
 
 
 # ----------------------------------------------------------------------------- running
