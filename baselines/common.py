@@ -15,7 +15,7 @@ fine-tuning. Three pieces make that exact and fast:
   score of channel k is the sum over members. For ``l1`` that is exactly the L1 norm of the
   concatenated coupled filter; for a single-member group (every VGG layer, every first conv of
   a block) it is the criterion itself, unchanged.
-- **FLOPs model.** The project's counter (`harness.flops`) counts conv/linear MACs, and a
+- **FLOPs model.** The project's counter (`harness.prune.flops`) counts conv/linear MACs, and a
   layer's MACs scale exactly with (kept output channels / original) x (kept input channels /
   original), once for a depthwise conv. `FlopsModel` evaluates that product for any vector of
   per-group removal counts in microseconds, so the FLOPs target is solved by bisection without
@@ -41,11 +41,11 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from harness.criteria import CRITERIA, CriterionInput
-from harness.flops import count_cost, layer_flops
-from harness.flops import reduction as flops_reduction
-from harness.prunable import Layer, PrunableNetwork
-from harness.pruners import Pruner, PruneSchedule, StepResult
+from harness.prune.criteria import CRITERIA, CriterionInput
+from harness.prune.flops import count_cost, layer_flops
+from harness.prune.flops import reduction as flops_reduction
+from harness.prune.prunable import Layer, PrunableNetwork
+from harness.prune.pruner import Pruner, PruneSchedule, StepResult
 
 log = logging.getLogger("baselines")
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from baselines.common import CoupledGroup, FlopsModel, OneShotPruner, Plan, group_scores, solve
-from harness.prunable import PrunableNetwork
-from harness.pruners import PRUNERS
+from harness.prune.prunable import PrunableNetwork
+from harness.prune.pruner import PRUNERS
 
 
 def global_events(groups: list[CoupledGroup], generator: torch.Generator) -> list[tuple[float, int, int]]:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 
 from baselines.common import CoupledGroup, FlopsModel, OneShotPruner, Plan, group_scores, solve
-from harness.criteria import lowest
-from harness.prunable import PrunableNetwork
-from harness.pruners import PRUNERS
+from harness.prune.criteria import lowest
+from harness.prune.prunable import PrunableNetwork
+from harness.prune.pruner import PRUNERS
 
 
 def uniform_events(groups: list[CoupledGroup]) -> list[tuple[float, int]]:

@@ -4,7 +4,7 @@
 Records measure latency inside each trial, in the run's layout (channels_last, also on CPU),
 and in a concurrent sweep while other trials share the CPU. This script reloads the pruned
 checkpoints of ``<folder>/trials/*/checkpoint.pt`` (kept locally, not committed), times each
-against the unpruned architecture with `harness.latency.speedup` (alternating, median), once
+against the unpruned architecture with `harness.job.latency.speedup` (alternating, median), once
 in channels_last and once contiguous, and prints the speed-up at each batch size beside the
 one the record holds.
 
@@ -33,8 +33,8 @@ def main() -> int:
 
     import torch
 
-    from harness.checkpoint import load_checkpoint
-    from harness.latency import speedup
+    from harness.job.checkpoint import load_checkpoint
+    from harness.job.latency import speedup
     from harness.models import build_model
 
     torch.set_num_threads(args.threads)

@@ -39,7 +39,7 @@ seeds: {seeds}
 def _run(space: Path, results: Path, name: str, executor: str, max_concurrent: int | None,
          reuse_actors: bool = True) -> tuple[float, float, list[float]]:
     """(Ray init seconds, sweep seconds after init, per-trial run_job wall times)."""
-    from harness.records import read_json
+    from harness.job.records import read_json
     from harness.sweep import runner
 
     sweep = runner.Sweep.create(space, name, results, runner.Resources(executor=executor, cpus_per_trial=1,
@@ -47,7 +47,9 @@ def _run(space: Path, results: Path, name: str, executor: str, max_concurrent: i
     init = 0.0
     if executor == "ray":
         start = time.perf_counter()
-        runner._ray_init(sweep)
+        from harness.sweep.ray_executor import ray_init
+
+        ray_init(sweep)
         init = time.perf_counter() - start
     patch = contextlib.nullcontext()
     if not reuse_actors:

@@ -2,7 +2,7 @@
 
 Ours: the training images decoded once into a uint8 tensor, random crop + flip done on whole
 batches as tensor ops, the shared `train_epoch` with the engine's device settings
-(`harness.device.Precision`: channels_last; float32 on CPU). Authors': torchvision ImageFolder + PIL
+(`harness.train.device.Precision`: channels_last; float32 on CPU). Authors': torchvision ImageFolder + PIL
 transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a
 DataLoader with worker processes, and a plain SGD loop. Same model, same real CIFAR-10
 images, same batch size and optimizer; the two alternate over several rounds and the median
@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 
 from harness.data import DataConfig, find_imagefolder, load_dataset
-from harness.device import Precision
-from harness.engine import OptimConfig, make_optimizer, train_epoch
+from harness.train.device import Precision
+from harness.train.engine import OptimConfig, make_optimizer, train_epoch
 from harness.models import build_model
 
 

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.criteria import CRITERIA, CriterionInput, lowest
-from harness.errors import UserError
-from harness.prunable import PrunableNetwork
-from harness.pruners import PRUNERS, Pruner, PruneSchedule
+from harness.api import CRITERIA, PRUNERS, CriterionInput, PrunableNetwork, Pruner, PruneSchedule, UserError, lowest
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """LAASP's hyperparameters, validated once at the edge (CLI, YAML) and passed down as one object.
 
-Defaults per model family come from `harness.recipes` (the authors' scripts, LAASP.md).
+Defaults per model family come from `harness.train.recipes` (the authors' scripts, LAASP.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from harness.errors import UserError
-from harness.pruners import PruneSchedule
+from harness.prune.pruner import PruneSchedule
 
 STEP_RULES = ("flops", "ratio")
 SELECTION_MODES = ("exact", "approx")
@@ -32,7 +32,7 @@ class LAASPConfig(PruneSchedule):
     seed: int = 0                        # random criteria, subset draw (set from the run's seed)
 
     def validate(self, job=None) -> None:
-        from harness.criteria import CRITERIA
+        from harness.prune.criteria import CRITERIA
 
         super().validate(job)
         if not self.criteria:

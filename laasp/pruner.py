@@ -18,11 +18,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from harness.flops import count_cost, reduction
+from harness.prune.flops import count_cost, reduction
 from laasp.config import LAASPConfig
-from harness.criteria import CRITERIA, CriterionInput, lowest
-from harness.prunable import Layer, PrunableNetwork
-from harness.pruners import StepResult  # noqa: F401 (the step API returns it)
+from harness.prune.criteria import CRITERIA, CriterionInput, lowest
+from harness.prune.prunable import Layer, PrunableNetwork
+from harness.prune.pruner import StepResult  # noqa: F401 (the step API returns it)
 from laasp.selection import Candidate, CandidateEvaluator
 
 log = logging.getLogger("laasp")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from harness.criteria import CRITERIA, CriterionInput, lowest
-from harness.prunable import PrunableNetwork
+from harness.prune.criteria import CRITERIA, CriterionInput, lowest
+from harness.prune.prunable import PrunableNetwork
 from laasp.pruner import LAASP
 
 

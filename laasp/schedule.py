@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from harness.pruners import PRUNERS, Pruner
+from harness.prune.pruner import PRUNERS, Pruner
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP, prune_to_target
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.prunable import Removal
+from harness.prune.prunable import Removal
 
 
 def forward_chain(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:

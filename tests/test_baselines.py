@@ -15,10 +15,11 @@ from baselines.common import FINISH_TOLERANCE, BaselineConfig, FlopsModel, coupl
 from baselines.global_l1 import global_events
 from baselines.uniform import uniform_events
 from harness.errors import UserError
-from harness.flops import count_cost
+from harness.prune.flops import count_cost
 from harness.models import build_model
-from harness.prunable import PrunableNetwork
-from harness.pruners import PRUNERS, load_builtin_pruners
+from harness.prune.prunable import PrunableNetwork
+from harness.prune.plugins import load_builtin_pruners
+from harness.prune.pruner import PRUNERS
 
 load_builtin_pruners()
 
@@ -38,7 +39,7 @@ def _one_thread():
 
 
 class FakeCtx:
-    """The part of `harness.job.JobContext` a one-shot pruner uses."""
+    """The part of `harness.job.run.JobContext` a one-shot pruner uses."""
 
     def __init__(self, model: nn.Module, size: int, in_channels: int = 3, seed: int = 0):
         self.model = model
@@ -260,11 +261,12 @@ def test_every_baseline_has_the_standard_config() -> None:
 # ------------------------------------------------------------------------- through the harness
 def run_in_process(*argv: str) -> dict:
     """``run_bench.py run ...`` in this process (same flags, configs and job runner as the CLI)."""
-    from harness.cli import build_parser, job_config_from_args, pruner_config_from_args
-    from harness.job import run_job
+    from harness.cli import build_parser
+    from harness.job.options import job_config_from_options, pruner_config_from_options
+    from harness.job.run import run_job
 
-    args = build_parser().parse_args(["run", *argv, "--quiet", "--device", "cpu"])
-    return run_job(job_config_from_args(args, pruner_config=pruner_config_from_args(args)))
+    options = vars(build_parser().parse_args(["run", *argv, "--quiet", "--device", "cpu"]))
+    return run_job(job_config_from_options(options, pruner_config=pruner_config_from_options(options)))
 
 
 def test_prune_epoch_zero_prunes_the_start_network(tmp_path) -> None:

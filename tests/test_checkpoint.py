@@ -6,10 +6,10 @@ import pickle
 import pytest
 import torch
 
-from harness.checkpoint import describe_architecture, load_checkpoint, save_checkpoint
+from harness.job.checkpoint import describe_architecture, load_checkpoint, save_checkpoint
 from harness.errors import UserError
 from harness.models import build_model
-from harness.prunable import PrunableNetwork
+from harness.prune.prunable import PrunableNetwork
 
 
 @pytest.mark.parametrize("name,size", [("resnet20", 32), ("mobilenet_v2", 32), ("vgg16", 32)])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.tables import table_for_folder
-from harness.time_split import time_table_for_folder
+from harness.results.tables import table_for_folder
+from harness.results.time_split import time_table_for_folder
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 GENERATED = {  # file name -> how it is made from the folder

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.criteria import CRITERIA, CriterionInput, lowest
+from harness.prune.criteria import CRITERIA, CriterionInput, lowest
 
 
 def _layer() -> nn.Conv2d:

@@ -1,4 +1,4 @@
-"""Tests for harness.data and harness.augment: splits, determinism, augmentation, errors."""
+"""Tests for harness.data and harness.data.augment: splits, determinism, augmentation, errors."""
 from __future__ import annotations
 
 import shutil
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness import data
-from harness.augment import augment, channel_stats, crop, hflip, normalize
+from harness.data import config as data_config, files as data_files, sources as data_sources
+from harness.data.augment import augment, channel_stats, crop, hflip, normalize
 from harness.data import DataConfig, Dataset, extract_zip, load_dataset, subset_indices
 from harness.errors import UserError
 
@@ -210,7 +210,7 @@ def test_small_imagefolder_in_memory_and_cached(tmp_path: Path, monkeypatch: pyt
     def no_decode(*args: object) -> None:
         raise AssertionError("full splits should come from the .npy cache")
 
-    monkeypatch.setattr(data, "decode_images", no_decode)
+    monkeypatch.setattr(data_files, "decode_images", no_decode)
     again = load_dataset(cfg)
     assert torch.equal(again.train_x, ds.train_x) and torch.equal(again.test_y, ds.test_y)
 
@@ -229,7 +229,7 @@ def test_streaming_imagefolder(tmp_path: Path) -> None:
     root = write_tree(tmp_path, ["a", "b"], {"train": 3, "test": 2}, side=80)
     ds = load_dataset(DataConfig("imagefolder", str(root), workers=0))
     assert (ds.storage, ds.image_size, ds.in_channels, ds.train_size) == ("streaming", 224, 3, 6)
-    assert ds.describe()["mean"] == list(data.IMAGENET_STATS[0])
+    assert ds.describe()["mean"] == list(data_config.IMAGENET_STATS[0])
     xs, ys = zip(*ds.test_batches(3))
     x, y = torch.cat(xs), torch.cat(ys)
     assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
@@ -285,13 +285,13 @@ def test_subset_errors() -> None:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Wrap decode_images so a test can see how many images were actually decoded."""
     counts: list[int] = []
-    real = data.decode_images
+    real = data_files.decode_images
 
     def counting(files: Sequence[str], channels: int, side: int) -> Tensor:
         counts.append(len(files))
         return real(files, channels, side)
 
-    monkeypatch.setattr(data, "decode_images", counting)
+    monkeypatch.setattr(data_files, "decode_images", counting)
     return counts
 
 
@@ -307,7 +307,7 @@ def test_cifar10_subset_decodes_only_needed(cifar10_root: Path, tmp_path: Path,
     assert torch.bincount(ds.train_y, minlength=10).min() > 400  # a random draw, not one class
     mean = ds.train_x.float().mean((0, 2, 3)) / 255
     assert mean.tolist() == pytest.approx(CIFAR_MEAN, abs=0.015)
-    assert (ds.pad, ds.flip) == (4, True) and ds.mean == data.CIFAR10.stats[0]
+    assert (ds.pad, ds.flip) == (4, True) and ds.mean == data_sources.CIFAR10.stats[0]
     x, y = next(ds.train_batches(128, epoch_seed=0))
     assert x.shape == (128, 3, 32, 32) and x.dtype == torch.float32
 
@@ -329,4 +329,4 @@ def test_cifar10_full_split_cached(cifar10_root: Path, tmp_path: Path,
 def test_cifar10_zip_as_data_root(cifar10_zip: Path, cifar10_root: Path) -> None:
     ds = load_dataset(DataConfig("cifar10", str(cifar10_zip), train_subset=500, test_subset=300))
     assert (ds.train_size, ds.test_size, ds.image_size) == (500, 300, 32)
-    assert ds.describe()["root"].startswith(str(data.cache_dir()))
+    assert ds.describe()["root"].startswith(str(data_files.cache_dir()))

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from harness.data import DataConfig, load_dataset
-from harness.device import Precision
-from harness.engine import Engine, OptimConfig, TrainingState, evaluate, train_epoch, make_optimizer, TrainingDiverged
+from harness.train.device import Precision
+from harness.train.engine import Engine, OptimConfig, TrainingState, evaluate, train_epoch, make_optimizer, TrainingDiverged
 from harness.errors import UserError
 from harness.models import build_model
-from harness.recipes import RECIPES
-from harness.repro import seed_everything
+from harness.train.recipes import RECIPES
+from harness.train.repro import seed_everything
 
 
 def test_paper_milestones_at_paper_epochs() -> None:

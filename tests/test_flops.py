@@ -6,7 +6,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from harness.flops import Cost, count_cost, layer_flops, reduction
+from harness.prune.flops import Cost, count_cost, layer_flops, reduction
 from harness.models import build_model
 
 # (model, input side, classes, published MACs, published params, source)

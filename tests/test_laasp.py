@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.flops import count_cost
+from harness.job.checkpoint import load_checkpoint, save_checkpoint
+from harness.prune.flops import count_cost
 from harness.models import build_model
-from harness.prunable import PrunableNetwork
+from harness.prune.prunable import PrunableNetwork
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP, prune_to_target
 from laasp.reference import reference_select

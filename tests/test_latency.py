@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.latency import measure_latency, speedup
+from harness.job.latency import measure_latency, speedup
 
 
 def net(width: int) -> nn.Module:

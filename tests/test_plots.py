@@ -5,10 +5,11 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from harness import results as R
-from harness.plots import (accuracy_vs_flops, all_plots, criterion_use, layer_rates, pareto_front, png_bytes,
+from harness.results import load as R
+from harness.results.figures import png_bytes
+from harness.results.plots import (accuracy_vs_flops, all_plots, criterion_use, layer_rates, pareto_front,
                            step_positions, training_curves)
-from harness.search_plots import load_optuna_studies, search_history, trials_from_records
+from harness.results.search_plots import load_optuna_studies, search_history, trials_from_records
 from tests.tiny_sweep import get_tiny_sweep
 
 

@@ -64,7 +64,7 @@ def test_plugin_that_fails_to_import_shows_its_error(tmp_path) -> None:
 def test_duplicate_registration(tmp_path) -> None:
     plugin = _plugin(tmp_path, """
         from baselines.uniform import UniformPruner
-        from harness.pruners import PRUNERS
+        from harness.prune.pruner import PRUNERS
 
         @PRUNERS.register("l1_uniform")
         class Mine(UniformPruner):

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pytest
 
 from harness.errors import UserError
-from harness.results_cli import add_report_args, report_main
+from harness.cli.results import add_report_args, report_main
 from tests.tiny_sweep import get_tiny_sweep
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "source", "area", "base", "embed", "track"}
@@ -101,7 +101,7 @@ def test_report_says_how_the_numbers_were_obtained(report) -> None:
     _, page = report
     text = " ".join(page.text)
     assert "How these numbers were obtained" in text
-    assert "harness.flops.count_cost" in text and "ddof=1" in text
+    assert "harness.prune.flops.count_cost" in text and "ddof=1" in text
     assert "Environment:" in text and "torch" in text
     assert "Latency on cpu" in text and "median of" in text
     assert "laasp_s2" in text and "CUDA out of memory (simulated)" in text  # the failed trial and why
@@ -133,7 +133,7 @@ def test_report_splits_the_wall_time(report) -> None:
 
 
 def test_plots_command_writes_every_figure(sweep, tmp_path, capsys) -> None:
-    from harness.results_cli import add_plots_args, plots_main
+    from harness.cli.results import add_plots_args, plots_main
 
     parser = argparse.ArgumentParser()
     add_plots_args(parser)

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from harness.data import DataConfig
-from harness.engine import OptimConfig
+from harness.train.engine import OptimConfig
 from harness.errors import UserError
-from harness.job import JobConfig, run_job
+from harness.job.run import JobConfig, run_job
 from laasp.config import LAASPConfig
 from tests.helpers import error_line, run_cli
 

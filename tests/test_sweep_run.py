@@ -19,7 +19,7 @@ from tests.helpers import REPO, run_cli
 BOOM = '''
 from dataclasses import dataclass
 
-from harness.pruners import PRUNERS, Pruner
+from harness.prune.pruner import PRUNERS, Pruner
 
 
 @dataclass(frozen=True)

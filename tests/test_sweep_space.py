@@ -9,9 +9,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from harness.cli import COMMANDS, job_config_from_args, pruner_config_from_args
+from harness.cli.commands import COMMANDS
+from harness.job.options import job_config_from_options, pruner_config_from_options
 from harness.errors import UserError
-from harness.sweep.space import SpaceSampler, job_config, load_space, plan_grid, validate_plan, validate_search
+from harness.sweep.plan import job_config, plan_grid, validate_plan, validate_search
+from harness.sweep.sampler import SpaceSampler
+from harness.sweep.space import load_space
 from tests.helpers import REPO, error_line, run_cli
 
 SPACES = REPO / "search_spaces"
@@ -61,7 +64,7 @@ def test_options_build_the_same_config_as_the_cli() -> None:
     args = parser.parse_args(["--model", "resnet20", "--dataset", "digits", "--epochs", "20", "--pruner", "laasp",
                               "--target-flops", "0.4", "--criteria", "l1,cos", "--step-scale", "2", "--seed", "3",
                               "--milestones", "5,10", "--out", "/tmp/out", "--quiet"])
-    want = job_config_from_args(args, pruner_config=pruner_config_from_args(args))
+    want = job_config_from_options(vars(args), pruner_config=pruner_config_from_options(vars(args)))
     assert got == want
     assert got.pruner_config.prune_epoch == 5  # the recipe's 50/200 scaled to 20 epochs, as the CLI does
 

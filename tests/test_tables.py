@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.results_cli import add_table_args, table_main
-from harness.tables import build_table, render, to_csv, to_latex, to_markdown
+from harness.cli.results import add_table_args, table_main
+from harness.results.render import render, to_csv, to_latex, to_markdown
+from harness.results.tables import build_table
 
 
 def rec(pruner, target, seed, top1, top5=99.0, flops=0.0, params=0.0, epochs=10, model="resnet20",
@@ -226,6 +227,6 @@ def test_not_a_record_is_named(tmp_path) -> None:
 
 
 def build_table_from(folder):
-    from harness.results import load_records
+    from harness.results.load import load_records
 
     return build_table(load_records(folder))

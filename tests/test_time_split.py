@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from harness.errors import UserError
-from harness.results_cli import add_table_args, table_main
-from harness.time_split import agreement, build_time_table
-from harness.tables import render
+from harness.cli.results import add_table_args, table_main
+from harness.results.time_split import agreement, build_time_table
+from harness.results.render import render
 from tests.test_tables import rec
 
 

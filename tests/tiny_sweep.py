@@ -37,9 +37,9 @@ def get_tiny_sweep(tmp_path_factory) -> Path:
 
 
 def _build(root: Path) -> Path:
-    from harness.checkpoint import load_checkpoint
+    from harness.job.checkpoint import load_checkpoint
     from harness.cli import main
-    from harness.latency import speedup
+    from harness.job.latency import speedup
     from harness.models import build_model
 
     threads = torch.get_num_threads()

@@ -1,12 +1,15 @@
-"""Sweeps: many runs of `harness.job.run_job` from one YAML search space.
+"""Sweeps: many runs of `harness.job.run.run_job` from one YAML search space.
 
-- `harness.sweep.space`: the YAML schema (validated with line numbers), grid plans and the
-  Optuna define-by-run space; trial options become `JobConfig`s through the CLI's own code.
-- `harness.sweep.trainable`: one trial (record, failure record, resume from ``state.pt``), the
-  Ray function trainable wrapping it, and the serial (Ray-free) executor.
-- `harness.sweep.runner`: the sweep folder, stages (grid, matched-budget grid, Optuna search,
-  repeated seeds of the winners), Tuner construction and ``Tuner.restore``.
-- `harness.sweep.cli`: ``run_bench.py sweep``.
+In the order a sweep uses them:
+- `yaml_lines`: YAML that keeps line numbers, so every error names ``file:line``
+- `options`: trial options checked against the run options table (`harness.job.options`)
+- `search`: the ``search:`` section (objectives, sampler, ASHA, searched parameters)
+- `space`: the whole space file (`load_space`) and the `Space` / `Trial` it yields
+- `sampler`: the Optuna define-by-run space
+- `plan`: grid plans, LAASP-matched budgets, every trial's `JobConfig` checked up front
+- `trainable`: one trial (record, failure record, resume from ``state.pt``), Ray-free core
+- `folder`: the sweep folder, its stages and Optuna study
+- `runner`: running the stages; `ray_executor`: the Ray Tune executor (imported only when used)
 
-The core (`harness.job`) never imports Ray: only `runner` and the Ray trainable do, lazily.
+The core (`harness.job`) never imports Ray: only `ray_executor` and the Ray trainable do.
 """

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
-from harness.records import read_json, to_jsonable, write_json_atomic
-from harness.sweep.space import Trial, job_config
+from harness.job.records import read_json, to_jsonable, write_json_atomic
+from harness.sweep.plan import job_config
+from harness.sweep.space import Trial
 
 NAN = float("nan")
 Emit = Callable[[dict[str, Any], "Path | None"], None]
@@ -119,7 +120,7 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
         if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
             record = read_json(out / "record.json")
         else:
-            from harness.job import run_job
+            from harness.job.run import run_job
 
             record = run_job(cfg, report=progress, state_path=state)
         record = {**record, "status": "ok"}
@@ -137,7 +138,7 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
 def failed_record(trial: Trial, options: dict[str, Any], cfg: Any, exc: BaseException,
                   history: list[dict[str, Any]], wall_time_s: float) -> dict[str, Any]:
     """What a failed trial leaves: its settings (for tables' notes), the reason and the partial history."""
-    from harness.engine import TrainingDiverged
+    from harness.train.engine import TrainingDiverged
 
     reason = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, TrainingDiverged):
@@ -162,7 +163,7 @@ def failed_record(trial: Trial, options: dict[str, Any], cfg: Any, exc: BaseExce
     try:
         import torch
 
-        from harness.repro import environment
+        from harness.train.repro import environment
 
         record["env"] = environment(torch.device("cpu"))
     except Exception:  # noqa: BLE001 - the environment is a courtesy here
@@ -175,7 +176,7 @@ def saved_history(state: Path) -> list[dict[str, Any]]:
     if not state.exists():
         return []
     try:
-        from harness.checkpoint import read_checkpoint
+        from harness.job.checkpoint import read_checkpoint
 
         return list(read_checkpoint(state)["extra_state"]["history"])
     except Exception:  # noqa: BLE001
@@ -224,7 +225,7 @@ def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) 
     if source is None:
         return None
     try:
-        from harness.checkpoint import read_checkpoint
+        from harness.job.checkpoint import read_checkpoint
 
         extra = read_checkpoint(state)["extra_state"]
         return {"from": source, "epochs_trained": extra["epochs_trained"], "stage": extra["stage"],

@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 from matplotlib.figure import Figure
 
-from harness import results as R
+from harness.results import load as R
+from harness.results.figures import Plot, new_figure
 
-log = logging.getLogger("harness.search_plots")
+log = logging.getLogger("harness.results.search_plots")
 DB_NAME = "optuna.db"
 
 
@@ -111,8 +112,6 @@ def pareto_2d(points: list[tuple[int, list[float]]], directions: list[str]) -> l
 
 
 def search_figure(trials: SearchTrials) -> Figure:
-    from harness.plots import new_figure
-
     fig = new_figure(7.5, 4.6)
     ax = fig.add_subplot()
     n_other = sum(len(v) for v in trials.other.values())
@@ -150,9 +149,7 @@ def search_figure(trials: SearchTrials) -> Figure:
 
 
 def search_history(folder: str | Path, records: Sequence[dict[str, Any]] = ()) -> list:
-    """`harness.plots.Plot`s of the folder's search(es): one per Optuna study, else from records."""
-    from harness.plots import Plot
-
+    """`harness.results.figures.Plot`s of the folder's search(es): one per Optuna study, else from records."""
     db = Path(folder) / DB_NAME
     studies = load_optuna_studies(db) if db.is_file() else []
     if not studies:

@@ -1,11 +1,13 @@
 """``run_bench.py sweep``: run a search space (Ray Tune or serial), or resume one.
 
-Kept free of heavy imports at module level: `harness.cli` registers it at import time.
+Kept free of heavy imports at module level: `harness.cli.commands` registers it at import time.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from harness.cli.commands import command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SPACE = REPO_ROOT / "search_spaces" / "quick.yaml"
@@ -52,3 +54,6 @@ def sweep_main(args: argparse.Namespace) -> int:
                               max_concurrent=args.max_concurrent)
         sweep = Sweep.create(space, args.name, args.results_dir, resources, data_root=args.data_root)
     return run_sweep(sweep)
+
+
+command("sweep", "run a search space of trials (Ray Tune or serial) or --resume one")((add_sweep_args, sweep_main))

@@ -1,6 +1,6 @@
 """Where a results folder's wall time went, and how often approximate selection agreed with exact.
 
-The same groups as the comparison table (`harness.tables.build_table`), other columns: per run,
+The same groups as the comparison table (`harness.results.tables.build_table`), other columns: per run,
 the mean wall time and its split into the phases every job records in ``timings``:
 
 - selection: choosing what to prune (LAASP's candidate search, a baseline's scoring and solving);
@@ -21,9 +21,9 @@ import statistics
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from harness import results as R
-from harness.tables import (NA, Column, Row, Stat, Table, build_table, check_format, fmt_pm, group_columns,
-                            raw_value, render)
+from harness.results import load as R
+from harness.results.render import check_format, render
+from harness.results.tables import NA, Column, Row, Stat, Table, build_table, fmt_pm, group_columns, raw_value
 
 # (column name, record timing keys) in display order; "other" is what none of them covers
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RECORD_VERSION = 1
-FLOPS_COUNTER = "harness.flops.count_cost: multiply-accumulates of Conv2d and Linear layers, batch 1"
+FLOPS_COUNTER = "harness.prune.flops.count_cost: multiply-accumulates of Conv2d and Linear layers, batch 1"
 
 
 def to_jsonable(obj: Any) -> Any:

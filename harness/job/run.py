@@ -9,73 +9,28 @@ the run stopped instead of starting over.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from harness.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
-from harness.data import DataConfig, Dataset, load_dataset
-from harness.device import Precision, select_device
-from harness.engine import Engine, OptimConfig, TrainingState, make_optimizer
+from harness.job.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
+from harness.data import Dataset, load_dataset
+from harness.train.device import Precision, select_device
+from harness.train.engine import Engine, TrainingState, make_optimizer
 from harness.errors import UserError
-from harness.flops import Cost, count_cost, reduction
-from harness.models import MODELS, build_model, check_input_size
-from harness.records import FLOPS_COUNTER, cost_entry, read_json, to_jsonable, write_json_atomic
-from harness.repro import environment, seed_everything
+from harness.prune.flops import Cost, count_cost, reduction
+from harness.job.config import JobConfig
+from harness.job.schedule import run_pruning_schedule
+from harness.models import build_model, check_input_size
+from harness.job.records import FLOPS_COUNTER, cost_entry, to_jsonable, write_json_atomic
+from harness.train.repro import environment, seed_everything
 
 # report(entry, state_path): every history entry (phase train/recover/finetune) and every
 # pruning step (phase "prune"); state_path holds the run's state as of that entry, or None.
 Report = Callable[[dict[str, Any], "Path | None"], None]
-
-
-@dataclass(frozen=True)
-class JobConfig:
-    model: str
-    data: DataConfig
-    optim: OptimConfig
-    epochs: int
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    out: str | None = None
-    progress: bool = True
-    pruner: str | None = None
-    pruner_config: Any = None  # the pruner's own typed config (see harness.pruners)
-    init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
-    epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
-
-    def validate(self) -> None:
-        MODELS.get(self.model)  # unknown model: UserError listing the registered ones
-        self.data.validate()
-        self.optim.validate()
-        if self.epochs < 1:
-            raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
-        if (self.init_checkpoint or self.epoch_budget is not None) and self.pruner is None:
-            raise UserError("--from-checkpoint and --epoch-budget/--match-epochs need a pruner; use `run --pruner ...`")
-        if self.pruner is not None:
-            from harness.pruners import PRUNERS, load_builtin_pruners
-
-            load_builtin_pruners()
-            PRUNERS.get(self.pruner)  # unknown pruner: UserError listing the registered ones
-            if self.pruner_config is None:
-                raise UserError(f"pruner {self.pruner} needs its config (--target-flops at least)")
-        if self.pruner_config is not None:
-            self.pruner_config.validate(self)
-            if self.init_checkpoint and self.pruner_config.prune_epoch != 0:
-                raise UserError("--from-checkpoint prunes the loaded network at once; use --prune-epoch 0 (or omit it)")
-        if self.epoch_budget is not None and self.epoch_budget < self.epochs:
-            raise UserError(f"--epoch-budget {self.epoch_budget} is below --epochs {self.epochs}; "
-                            "the budget counts every epoch trained, so it must be >= --epochs")
-
-    def identity(self) -> dict[str, Any]:
-        """What must match for a saved state to be resumed (output and display settings may differ)."""
-        d = to_jsonable(asdict(self))
-        for key in ("out", "progress", "device"):
-            d.pop(key, None)
-        return d
 
 
 @dataclass
@@ -239,8 +194,6 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     if cfg.pruner is None:
         ctx.train(range(ctx.epochs_in_phase("train"), cfg.epochs), "train")
     else:
-        from harness.pruners import run_pruning_schedule
-
         run_pruning_schedule(ctx)
     ctx.stage = "done"
     final = ctx.engine.evaluate(ctx.model)
@@ -248,7 +201,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     if cfg.init_checkpoint:
         extra["init"] = _init_summary(cfg.init_checkpoint)
     if cfg.pruner is not None:
-        from harness.latency import job_speedup
+        from harness.job.latency import job_speedup
 
         extra["latency"] = job_speedup(ctx)  # the pruned network against the unpruned one, this device
     record = build_record(ctx, final, ctx.wall_s(), extra)
@@ -299,11 +252,3 @@ def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint remembers of its run (eval reuses the dataset settings)."""
     return {k: record[k] for k in ("model", "dataset", "pruner", "seed", "config", "final", "flops", "params",
                                    "epochs_trained")}
-
-
-def epochs_of_record(path: str | Path) -> int:
-    """``epochs_trained`` of a finished run's record.json (for --match-epochs)."""
-    try:
-        return int(read_json(path)["epochs_trained"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"--match-epochs {path}: not a readable record.json with epochs_trained ({exc})") from exc

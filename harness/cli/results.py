@@ -1,7 +1,7 @@
 """``run_bench.py table``, ``report`` and ``plots``: a results folder's table, HTML report and figures.
 
 All three read only the records of the folder (``records/*.json`` of a sweep, or ``*/record.json``
-of single runs); see `harness.tables`, `harness.time_split`, `harness.report` and `harness.plots`.
+of single runs); see `harness.results.tables`, `harness.results.time_split`, `harness.results.report` and `harness.results.plots`.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import io
 import sys
 from pathlib import Path
 
+from harness.cli.commands import command
 from harness.errors import UserError
 
 
@@ -20,7 +21,7 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
                    help="md (default; Markdown with notes), csv (one column per number, notes as # lines), latex")
     p.add_argument("--out", metavar="FILE", help="write the table to FILE instead of printing it")
     p.add_argument("--compare-paper", action="store_true",
-                   help="add the paper's LAASP results (harness/paper.py) beside each row, with the differences")
+                   help="add the paper's LAASP results (harness/results/paper.py) beside each row, with the differences")
     p.add_argument("--view", default="results", metavar="{results,time}",
                    help="results (default): accuracy, FLOPs, speed-up; time: wall time per run split into "
                         "selection, recovery, budget top-up and training, plus approximate-selection agreement")
@@ -30,9 +31,9 @@ VIEWS = ("results", "time")
 
 
 def table_main(args: argparse.Namespace) -> int:
-    from harness.results import write_text_atomic
-    from harness.tables import table_for_folder
-    from harness.time_split import time_table_for_folder
+    from harness.results.load import write_text_atomic
+    from harness.results.tables import table_for_folder
+    from harness.results.time_split import time_table_for_folder
 
     if args.view not in VIEWS:
         raise UserError(f"unknown --view {args.view!r}; use one of {', '.join(VIEWS)}")
@@ -57,7 +58,7 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
 
 def report_main(args: argparse.Namespace) -> int:
-    from harness.report import write_report
+    from harness.results.report import write_report
 
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file name such as {Path(args.out) / 'report.html'}")
@@ -77,8 +78,8 @@ def add_plots_args(p: argparse.ArgumentParser) -> None:
 
 
 def plots_main(args: argparse.Namespace) -> int:
-    from harness.plots import all_plots
-    from harness.results import load_records, write_bytes_atomic
+    from harness.results.plots import all_plots
+    from harness.results.load import load_records, write_bytes_atomic
 
     if args.format not in PLOT_FORMATS:
         raise UserError(f"unknown --format {args.format!r}; use one of {', '.join(PLOT_FORMATS)}")
@@ -101,3 +102,10 @@ def plots_main(args: argparse.Namespace) -> int:
 
 _STABLE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None},
                     "svg": {"Date": None}}
+
+
+command("table", "comparison table of a results folder (md, csv or latex), computed from its records")(
+    (add_table_args, table_main))
+command("report", "self-contained HTML report of a results folder: table, figures, how the numbers were made")(
+    (add_report_args, report_main))
+command("plots", "the report's figures as files (png, pdf or svg) in <folder>/plots/")((add_plots_args, plots_main))

@@ -13,9 +13,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness import results as R
-from harness.tables import Row, Table, build_table, describe_run, to_html
-from harness.time_split import build_time_table
+from harness.results import load as R
+from harness.results.render import to_html
+from harness.results.tables import Row, Table, build_table, describe_run
+from harness.results.time_split import build_time_table
 
 REPORT_NAME = "report.html"
 
@@ -124,7 +125,8 @@ def _failed_section(records: Sequence[dict[str, Any]]) -> str:
 def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: str | None = None,
                  with_plots: bool = True) -> str:
     """The report page as a string."""
-    from harness.plots import all_plots, png_bytes
+    from harness.results.figures import png_bytes
+    from harness.results.plots import all_plots
 
     folder = Path(folder)
     table = build_table(records)
@@ -148,7 +150,7 @@ def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: s
         parts.append(f'<div class="scroll">{to_html(paper)}</div>')
     else:
         parts.append("<p>No model and dataset here appears in the paper's results (CIFAR-10 and ImageNet "
-                     "only); see <code>harness/paper.py</code> for its table.</p>")
+                     "only); see <code>harness/results/paper.py</code> for its table.</p>")
     if with_plots:
         parts.append("<h2>Figures</h2>")
         plots = all_plots(records, folder)

@@ -1,6 +1,6 @@
 """Figures of a results folder, drawn from the records alone (matplotlib, no pyplot, PNG).
 
-Each function takes records (as `harness.results.load_records` returns them) and returns a
+Each function takes records (as `harness.results.load.load_records` returns them) and returns a
 `matplotlib.figure.Figure`, or None when the records hold nothing to draw:
 
 - `accuracy_vs_flops`: top-1 against FLOPs reduction, every pruner, mean ± std over seeds,
@@ -9,45 +9,23 @@ Each function takes records (as `harness.results.load_records` returns them) and
 - `criterion_use`: filters removed by each criterion, over the LAASP runs;
 - `training_curves`: test top-1 over the epochs actually trained, with the FLOPs reduction,
   every pruning step and the recovery epochs marked;
-- `search_history` (in `harness.search_plots`): an Optuna sweep's objective per trial.
+- `search_history` (in `harness.results.search_plots`): an Optuna sweep's objective per trial.
 
 Figures are built on `matplotlib.figure.Figure` directly (the Agg canvas), so nothing here
 touches pyplot's global state or needs a display.
 """
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness import results as R
-from harness.tables import Row, build_table
+from harness.results import load as R
+from harness.results.figures import Plot, new_figure
+from harness.results.tables import Row, build_table
 
 MAX_PANELS = 6
 PHASE_STYLE = {"recover": ("tab:orange", "recovery epoch"), "budget": ("tab:gray", "budget top-up epoch")}
-
-
-@dataclass
-class Plot:
-    name: str          # file stem, e.g. "accuracy_vs_flops"
-    title: str
-    caption: str       # one sentence saying what is shown and how it was computed
-    figure: Figure
-
-
-def new_figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def pruner_colors(pruners: Iterable[str | None]) -> dict[str | None, str]:
@@ -315,7 +293,7 @@ def training_curves(records: Sequence[dict[str, Any]], max_seeds: int = 5) -> Fi
 # ------------------------------------------------------------------------- all of them
 def all_plots(records: Sequence[dict[str, Any]], folder=None) -> list[Plot]:
     """Every figure the records support (a search history when ``folder`` holds optuna.db)."""
-    from harness.search_plots import search_history
+    from harness.results.search_plots import search_history
 
     made = [
         ("accuracy_vs_flops", "Top-1 accuracy vs FLOPs reduction", accuracy_vs_flops(records),

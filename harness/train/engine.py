@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.device import Precision
+from harness.train.device import Precision
 from harness.errors import UserError
 
 

@@ -1,0 +1,10 @@
+"""One job: a run from options to record.
+
+- `options`: the run options table (CLI flags and YAML keys) -> `JobConfig`
+- `config`: `JobConfig`, validated once
+- `schedule`: the one schedule every pruner runs in (train, prune, top up, fine-tune)
+- `run`: `run_job`, its context, resumable state and record
+- `checkpoint`: architecture + tensors, loaded with ``weights_only=True``
+- `records`: JSON records written atomically
+- `latency`: measured speed-up of the pruned network
+"""

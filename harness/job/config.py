@@ -1,0 +1,69 @@
+"""`JobConfig`: everything one run is, typed and validated once (the CLI and sweeps build it
+through `harness.job.options`)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.data import DataConfig
+from harness.errors import UserError
+from harness.job.records import read_json, to_jsonable
+from harness.models import MODELS
+from harness.train.engine import OptimConfig
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    model: str
+    data: DataConfig
+    optim: OptimConfig
+    epochs: int
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    out: str | None = None
+    progress: bool = True
+    pruner: str | None = None
+    pruner_config: Any = None  # the pruner's own typed config (see harness.prune.pruner)
+    init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
+    epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
+
+    def validate(self) -> None:
+        MODELS.get(self.model)  # unknown model: UserError listing the registered ones
+        self.data.validate()
+        self.optim.validate()
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
+        if (self.init_checkpoint or self.epoch_budget is not None) and self.pruner is None:
+            raise UserError("--from-checkpoint and --epoch-budget/--match-epochs need a pruner; use `run --pruner ...`")
+        if self.pruner is not None:
+            from harness.prune.plugins import load_builtin_pruners
+            from harness.prune.pruner import PRUNERS
+
+            load_builtin_pruners()
+            PRUNERS.get(self.pruner)  # unknown pruner: UserError listing the registered ones
+            if self.pruner_config is None:
+                raise UserError(f"pruner {self.pruner} needs its config (--target-flops at least)")
+        if self.pruner_config is not None:
+            self.pruner_config.validate(self)
+            if self.init_checkpoint and self.pruner_config.prune_epoch != 0:
+                raise UserError("--from-checkpoint prunes the loaded network at once; use --prune-epoch 0 (or omit it)")
+        if self.epoch_budget is not None and self.epoch_budget < self.epochs:
+            raise UserError(f"--epoch-budget {self.epoch_budget} is below --epochs {self.epochs}; "
+                            "the budget counts every epoch trained, so it must be >= --epochs")
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a saved state to be resumed (output and display settings may differ)."""
+        d = to_jsonable(asdict(self))
+        for key in ("out", "progress", "device"):
+            d.pop(key, None)
+        return d
+
+
+def epochs_of_record(path: str | Path) -> int:
+    """``epochs_trained`` of a finished run's record.json (for --match-epochs)."""
+    try:
+        return int(read_json(path)["epochs_trained"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--match-epochs {path}: not a readable record.json with epochs_trained ({exc})") from exc

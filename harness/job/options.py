@@ -1,0 +1,189 @@
+"""The options of one run, in one typed table, and how a set of them becomes a `JobConfig`.
+
+Both edges read this table: the CLI builds its flags from it (``--target-flops`` is option
+``target_flops``), and a search-space YAML is checked against it (types, choices, file paths).
+So a trial in a sweep and the same command line give the same config, through the same code:
+`job_config_from_options`. Unset options take the model family's recipe (`harness.train.recipes`).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from harness.errors import UserError
+
+OptionKind = str  # int | float | str | bool | int_list | str_tuple | list
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str                     # the config key; the flag is --name-with-dashes
+    kind: OptionKind
+    group: str                    # data | training | pruning | output
+    help: str | None = None
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False        # on the command line
+    path: bool = False            # names a file or folder (relative to a YAML file's folder there)
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """``"60,120"`` -> ``(60, 120)``; ValueError names the bad text."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_str_tuple(text: str) -> tuple[str, ...]:
+    """``"l1,l2"`` -> ``("l1", "l2")``."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+_DATA = (
+    Option("dataset", "str", "data", "digits (embedded, default), cifar10, cifar100, imagenet, imagefolder",
+           default="digits"),
+    Option("data_root", "str", "data", "dataset folder (or a .zip of an ImageFolder tree)", path=True),
+    Option("train_subset", "int", "data", "use a fixed random subset of N training images"),
+    Option("test_subset", "int", "data", "use a fixed random subset of N test images"),
+    Option("subset_seed", "int", "data", "seed of the subsets (same for every run seed)", default=0),
+    Option("download", "bool", "data", "CIFAR only: download into --data-root when missing", default=False),
+    Option("workers", "int", "data", "DataLoader workers for ImageNet-size data", default=4),
+)
+_TRAINING = (
+    Option("model", "str", "training", "registered model name (run_bench.py info --list)", required=True),
+    Option("epochs", "int", "training", "total schedule epochs"),
+    Option("lr", "float", "training"),
+    Option("batch_size", "int", "training"),
+    Option("weight_decay", "float", "training"),
+    Option("momentum", "float", "training", default=0.9),
+    Option("milestones", "int_list", "training", "epochs where lr *= gamma (default: the recipe's, scaled to --epochs)"),
+    Option("gamma", "float", "training"),
+    Option("seed", "int", "training", default=0),
+    Option("device", "str", "training", "auto (CUDA if present), cpu, cuda, cuda:N", default="auto"),
+    Option("no_amp", "bool", "training", "disable mixed precision on CUDA", default=False),
+)
+_OUTPUT = (
+    Option("out", "str", "output", "folder for record.json and checkpoint.pt", path=True),
+    Option("quiet", "bool", "output", "no progress bars or per-epoch lines", default=False),
+)
+_PRUNING = (
+    Option("pruner", "str", "pruning", "registered pruner (run_bench.py info --list)", required=True),
+    Option("plugin", "list", "pruning", "a .py file or module that registers pruners", default=()),
+    Option("target_flops", "float", "pruning", "FLOPs reduction to reach, e.g. 0.55"),
+    Option("prune_epoch", "int", "pruning", "epochs of training before pruning starts"),
+    Option("recover_epoch", "int", "pruning", "LAASP: epochs of each recovery"),
+    Option("recover_flop", "float", "pruning", "LAASP: FLOPs reduction between recoveries"),
+    Option("step_rule", "str", "pruning", "LAASP: step size rule", choices=("flops", "ratio")),
+    Option("step_scale", "float", "pruning",
+           "LAASP: %% of baseline FLOPs (flops rule) or filter fraction (ratio rule)"),
+    Option("max_prune_rate", "float", "pruning", "per-layer cap on the pruned fraction"),
+    Option("subset_size", "int", "pruning", "LAASP: training images in the loss subset"),
+    Option("criteria", "str_tuple", "pruning", "LAASP: criteria pool, e.g. l1,l2,eucl,cos"),
+    Option("selection", "str", "pruning", "LAASP: exact (default) or successive halving", choices=("exact", "approx")),
+    Option("approx_start_fraction", "float", "pruning", "LAASP approx: first round's share of the subset"),
+    Option("approx_check", "bool", "pruning",
+           "LAASP: also run the other selection (approx with exact, exact with approx) each step "
+           "and record how often the picks agree; the --selection one is applied"),
+    Option("chunk_size", "int", "pruning", "LAASP: subset images per pass when scoring candidates"),
+    Option("candidate_batch", "int", "pruning", "LAASP: rows per forward when candidates are stacked"),
+    Option("from_checkpoint", "str", "pruning",
+           "three-stage mode: prune this trained checkpoint.pt at once, then fine-tune --epochs",
+           path=True, metavar="PATH"),
+    Option("epoch_budget", "int", "pruning", "train exactly N epochs in all (extra ones after pruning)"),
+    Option("match_epochs", "str", "pruning",
+           "same total epoch budget as that run's record.json (e.g. a LAASP run, recovery included)",
+           path=True, metavar="RECORD"),
+)
+
+OPTIONS: dict[str, Option] = {o.name: o for o in (*_DATA, *_TRAINING, *_OUTPUT, *_PRUNING)}
+GROUPS = {"data": _DATA, "training": _TRAINING, "output": _OUTPUT, "pruning": _PRUNING}
+# Options a pruner's Config reads (by field name); the others describe the run itself.
+PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
+                   "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
+                   "approx_check", "chunk_size", "candidate_batch")
+DEFAULT_STEP_SCALE = {"flops": 1.0, "ratio": 0.1}
+
+
+def run_options(pruned: bool) -> tuple[Option, ...]:
+    """The options of a ``train`` (unpruned) or ``run`` (pruned) command."""
+    groups = ("training", "output", "pruning", "data") if pruned else ("training", "output", "data")
+    return tuple(o for g in groups for o in GROUPS[g])
+
+
+def defaults(pruned: bool) -> dict[str, Any]:
+    return {o.name: o.default for o in run_options(pruned)}
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = None):
+    """Options (CLI flags or a trial's YAML options, unset ones None) -> a validated `JobConfig`."""
+    from harness.data import DataConfig
+    from harness.job.config import JobConfig, epochs_of_record
+    from harness.models import MODELS
+    from harness.train.engine import OptimConfig
+    from harness.train.recipes import recipe_for
+
+    opts = {**defaults(pruner_config is not None), **{k: v for k, v in options.items() if v is not None}}
+    recipe = recipe_for(MODELS.meta(opts["model"])["family"])
+    epochs = _pick(opts.get("epochs"), recipe.epochs)
+    if epochs < 1:
+        raise UserError(f"--epochs must be >= 1 (got {epochs})")
+    optim = OptimConfig(
+        lr=_pick(opts.get("lr"), recipe.lr), momentum=opts["momentum"],
+        weight_decay=_pick(opts.get("weight_decay"), recipe.weight_decay),
+        milestones=opts["milestones"] if opts.get("milestones") is not None else recipe.milestones(epochs),
+        gamma=_pick(opts.get("gamma"), recipe.gamma), batch_size=_pick(opts.get("batch_size"), recipe.batch_size),
+    )
+    data = DataConfig(dataset=opts["dataset"], data_root=opts.get("data_root"), train_subset=opts.get("train_subset"),
+                      test_subset=opts.get("test_subset"), subset_seed=opts["subset_seed"], download=opts["download"],
+                      workers=opts["workers"])
+    budget = opts.get("epoch_budget")
+    if opts.get("match_epochs"):
+        budget = epochs_of_record(opts["match_epochs"])
+    cfg = JobConfig(model=opts["model"], data=data, optim=optim, epochs=epochs, seed=opts["seed"],
+                    device=opts["device"], amp=not opts["no_amp"], out=opts.get("out"), progress=not opts["quiet"],
+                    pruner=opts.get("pruner"), pruner_config=pruner_config,
+                    init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget)
+    cfg.validate()
+    return cfg
+
+
+def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str], None] | None = None):
+    """The chosen pruner's typed Config: its fields from the options, unset ones from the recipe.
+
+    Options the pruner does not read are reported through ``note`` (default: stderr), not dropped silently.
+    """
+    from harness.models import MODELS
+    from harness.prune.plugins import load_builtin_pruners, load_plugin
+    from harness.prune.pruner import PRUNERS, build_pruner_config, unused_options
+    from harness.train.recipes import recipe_for
+
+    load_builtin_pruners()
+    for plugin in options.get("plugin") or ():
+        load_plugin(plugin)
+    pruner = options["pruner"]
+    PRUNERS.get(pruner)  # unknown pruner: the message lists the registered ones
+    recipe = recipe_for(MODELS.meta(options["model"])["family"])
+    values = {k: options.get(k) for k in PRUNING_OPTIONS}
+    if values["step_rule"] not in (None, recipe.step_rule) and values["step_scale"] is None:
+        values["step_scale"] = DEFAULT_STEP_SCALE[values["step_rule"]]
+    if options.get("from_checkpoint") and values["prune_epoch"] is None:
+        values["prune_epoch"] = 0
+    elif options.get("epochs") is not None and values["prune_epoch"] is None:
+        # a shortened run keeps the recipe's proportion of training before pruning
+        values["prune_epoch"] = round(recipe.prune_epoch * options["epochs"] / recipe.epochs)
+    ignored = unused_options(pruner, values)
+    if ignored:
+        message = f"note: {pruner} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"
+        (note or (lambda line: print(line, file=sys.stderr)))(message)
+    return build_pruner_config(pruner, values, recipe)

@@ -1,0 +1,55 @@
+"""The one schedule every pruner runs in, for a fair table: train to ``prune_epoch``, prune to
+the FLOPs target (a pruner may train recovery epochs through ``ctx.train``), top up to a
+matched epoch budget, then train to the total epoch count with a fresh optimizer."""
+from __future__ import annotations
+
+from harness.prune.pruner import PRUNERS
+
+
+def run_pruning_schedule(ctx) -> None:
+    """train -> prune (pruner-specific, may recover) -> top up to the epoch budget -> finetune.
+
+    Each stage is resumable: epochs already in the history are not trained again, and a
+    pruner that saved its progress in ``ctx.pruner_state`` continues from there.
+    """
+    cfg = ctx.config
+    pcfg = cfg.pruner_config
+    if ctx.stage == "train":
+        ctx.train(range(ctx.epochs_in_phase("train"), pcfg.prune_epoch), "train")
+        # The unpruned network's accuracy when pruning starts. (The unpruned *baseline* of a
+        # table is a separate `train` run to the full epoch count; this is not it.)
+        if pcfg.prune_epoch > 0 or cfg.init_checkpoint:
+            ctx.pre_prune = ctx.engine.evaluate(ctx.model)
+        ctx.stage = "prune"
+        ctx.checkpoint()
+    if ctx.stage == "prune":
+        ctx.pruner_fields = PRUNERS.get(cfg.pruner)(pcfg).prune(ctx)
+        ctx.pruner_state = None
+        ctx.stage = "top_up"
+        ctx.checkpoint()
+    finetune_epochs = cfg.epochs - pcfg.prune_epoch
+    if ctx.stage == "top_up":
+        top_up = _top_up_epochs(ctx, finetune_epochs)
+        if top_up > 0:
+            # Extra epochs to match another run's total budget, trained the way LAASP recovers:
+            # at the learning rate of prune_epoch, right after pruning.
+            done = ctx.epochs_in_phase("budget")
+            ctx.train([pcfg.prune_epoch] * (top_up - done), "budget", fixed_lr=cfg.optim.lr_at(pcfg.prune_epoch),
+                      fresh_optimizer=done == 0)
+        ctx.stage = "finetune"
+        ctx.state.optimizer = None  # pruning replaced the parameters: a fresh optimizer
+        ctx.checkpoint()
+    if ctx.stage == "finetune":
+        done = ctx.epochs_in_phase("finetune")
+        ctx.train(range(pcfg.prune_epoch + done, cfg.epochs), "finetune")
+
+
+def _top_up_epochs(ctx, finetune_epochs: int) -> int:
+    """Epochs to add so the run trains exactly ``epoch_budget`` epochs in all."""
+    budget = ctx.config.epoch_budget
+    if budget is None:
+        return 0
+    planned = ctx.state.epochs_trained - ctx.epochs_in_phase("budget") + finetune_epochs
+    if planned > budget:
+        print(f"note: this run trains {planned} epochs, more than --epoch-budget {budget}; nothing added")
+    return max(0, budget - planned)

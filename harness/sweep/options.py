@@ -1,0 +1,143 @@
+"""Trial options as a search space writes them, checked and coerced against the run options
+table (`harness.job.options`): the same types, choices and paths as the command line's flags."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.job.options import PRUNING_OPTIONS, Option, parse_int_list, run_options
+from harness.sweep.yaml_lines import _did_you_mean, _kind, _line, _Located
+
+MATCH_LAASP = "laasp"  # epoch_budget: laasp
+EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed"}
+UNPRUNED_NAMES = (None, "none", "unpruned")
+
+
+def trial_options() -> dict[str, Option]:
+    """The options a trial may set: the ``run`` command's, minus output ones."""
+    return {o.name: o for o in run_options(pruned=True) if o.name not in EXCLUDED_OPTIONS}
+
+
+def pruning_options() -> tuple[str, ...]:
+    return PRUNING_OPTIONS
+
+
+def pruner_fields(pruner: str) -> frozenset[str]:
+    from harness.prune.pruner import PRUNERS
+
+    return frozenset(f.name for f in dataclasses.fields(PRUNERS.get(pruner).Config))
+
+
+def uses(pruner: str | None, key: str) -> bool:
+    """Whether a trial of ``pruner`` (None: unpruned) reads option ``key``."""
+    if key in ("pruner", "seed"):
+        return True
+    if pruner is None:
+        return key not in pruning_options() and key not in ("epoch_budget", "from_checkpoint")
+    return key not in pruning_options() or key in pruner_fields(pruner)
+
+
+def for_pruner(options: dict[str, Any]) -> dict[str, Any]:
+    """Drop the options the trial's pruner does not read (conditional parameters per pruner)."""
+    pruner = options.get("pruner")
+    out = {k: v for k, v in options.items() if uses(pruner, k)}
+    if pruner == "laasp" and out.get("epoch_budget") == MATCH_LAASP:
+        del out["epoch_budget"]  # LAASP's own count is the budget the others match
+    return out
+
+
+def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any:
+    """A YAML value for option ``key`` as the CLI would have parsed it; _Located on a bad one."""
+    actions = trial_options()
+    if key == "seed":
+        raise _Located(line, "set seeds with the top-level 'seeds' list, not 'seed'")
+    if key not in actions:
+        raise _Located(line, f"unknown option {key!r}{_did_you_mean(key, actions)}; options are the flags of "
+                             f"`run_bench.py run` with '_' for '-': {', '.join(sorted(actions))}")
+    option = actions[key]
+    if key == "pruner":
+        if value in UNPRUNED_NAMES:
+            return None
+        if not isinstance(value, str):
+            raise _Located(line, f"pruner must be a registered pruner name or none (got {_kind(value)})")
+        from harness.prune.plugins import load_builtin_pruners
+        from harness.prune.pruner import PRUNERS
+
+        load_builtin_pruners()
+        if value not in PRUNERS:
+            raise _Located(line, f"unknown pruner {value!r}; registered: {', '.join(PRUNERS.names())} "
+                                 "(or none for the unpruned baseline; plugins: add them under 'plugins')")
+        return value
+    if key == "epoch_budget" and value == MATCH_LAASP:
+        return MATCH_LAASP
+    if option.kind == "bool":
+        if not isinstance(value, bool):
+            raise _Located(line, f"{key} must be true or false (got {_kind(value)})")
+        return value
+    kind = option.kind
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Located(line, f"{key} must be an integer (got {_kind(value)})")
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _Located(line, f"{key} must be a number (got {_kind(value)})")
+        return float(value)
+    if kind == "int_list":
+        if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return tuple(value)
+        if isinstance(value, str):
+            try:
+                return parse_int_list(value)
+            except ValueError as exc:
+                raise _Located(line, f"{key}: {exc}") from None
+        raise _Located(line, f"{key} must be a list of integers (got {_kind(value)})")
+    if kind == "str_tuple":
+        if isinstance(value, str):
+            items = tuple(v.strip() for v in re.split(r"[,+]", value) if v.strip())
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = tuple(value)
+        else:
+            raise _Located(line, f"{key} must be a list of names or a string like 'l1+eucl' (got {_kind(value)})")
+        if key == "criteria":
+            _check_criteria(items, line)
+        return items
+    if not isinstance(value, str):
+        raise _Located(line, f"{key} must be a string (got {_kind(value)})")
+    if option.choices and value not in option.choices:
+        raise _Located(line, f"{key} must be one of {', '.join(option.choices)} (got {value!r})")
+    if key == "model":
+        from harness.models import MODELS
+
+        if value not in MODELS:
+            raise _Located(line, f"unknown model {value!r}; registered: {', '.join(MODELS.names())}")
+    if key == "dataset":
+        from harness.data import DATASETS
+
+        if value not in DATASETS:
+            raise _Located(line, f"unknown dataset {value!r}; registered: {', '.join(DATASETS.names())}")
+    if option.path and base_dir is not None:
+        value = str((base_dir / Path(value).expanduser()).resolve())
+    return value
+
+
+def _check_criteria(items: tuple[str, ...], line: int) -> None:
+    from harness.prune.criteria import CRITERIA
+
+    if not items:
+        raise _Located(line, f"the criteria pool is empty; give a non-empty subset of {', '.join(CRITERIA.names())}")
+    for name in items:
+        if name not in CRITERIA:
+            raise _Located(line, f"unknown criterion {name!r}; registered: {', '.join(CRITERIA.names())}")
+    if len(set(items)) != len(items):
+        raise _Located(line, f"the criteria pool lists a criterion twice: {'+'.join(items)}")
+
+
+def _options(mapping: Any, where: str, line: int, base_dir: Path | None) -> dict[str, Any]:
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, dict):
+        raise _Located(line, f"{where} must be a mapping of options (got {_kind(mapping)})")
+    return {k: coerce_option(k, v, _line(mapping, k), base_dir) for k, v in mapping.items()}

@@ -1,0 +1,111 @@
+"""Trial plans: a grid's trials (names, duplicates planned once, LAASP-matched budgets), and the
+checks that build every trial's `JobConfig` before any trial runs."""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any, Iterable
+
+from harness.errors import UserError
+from harness.job.options import job_config_from_options, pruner_config_from_options, run_options
+from harness.prune.plugins import ensure_plugins
+from harness.sweep.options import MATCH_LAASP, for_pruner, pruning_options
+from harness.sweep.sampler import SpaceSampler, _CornerTrial
+from harness.sweep.space import Space, Trial, _jsonable_options
+
+
+def plan_grid(space: Space) -> list[Trial]:
+    """Every (block, axis combination, seed) trial once, seeds outermost; names are stable."""
+    trials: list[Trial] = []
+    seen: set[str] = set()
+    for seed in space.seeds:
+        for block_fixed, axes in space.blocks:
+            keys = list(axes)
+            for combo in itertools.product(*(axes[k] for k in keys)):
+                opts = {**space.fixed, **block_fixed, **dict(zip(keys, combo))}
+                opts.update(space.pruners.get(opts.get("pruner"), {}))
+                opts["seed"] = seed
+                opts = for_pruner(opts)
+                opts.setdefault("pruner", None)
+                key = json.dumps(_jsonable_options(opts), sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+                trials.append(Trial(trial_name(len(trials), opts), opts))
+    _match_budgets(trials, space)
+    return trials
+
+
+def trial_name(index: int, opts: dict[str, Any]) -> str:
+    pruner = opts.get("pruner")
+    target = f"-t{opts['target_flops']:g}" if pruner is not None and opts.get("target_flops") is not None else ""
+    name = f"{index:03d}-{opts.get('model', 'model')}-{pruner or 'unpruned'}{target}-s{opts['seed']}"
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
+
+
+def _match_key(opts: dict[str, Any]) -> str:
+    pruning = set(pruning_options()) - {"target_flops", "prune_epoch"}
+    shared = {k: v for k, v in opts.items() if k not in pruning and k not in ("pruner", "epoch_budget")}
+    return json.dumps(_jsonable_options(shared), sort_keys=True)
+
+
+def _match_budgets(trials: list[Trial], space: Space) -> None:
+    matched = [t for t in trials if t.options.get("epoch_budget") == MATCH_LAASP]
+    if not matched:
+        return
+    laasp: dict[str, list[Trial]] = {}
+    for t in trials:
+        if t.options.get("pruner") == "laasp":
+            laasp.setdefault(_match_key(t.options), []).append(t)
+    for t in matched:
+        twins = laasp.get(_match_key(t.options), [])
+        if len(twins) != 1:
+            why = "no LAASP trial" if not twins else f"{len(twins)} LAASP trials ({', '.join(x.name for x in twins)})"
+            raise UserError(f"epoch_budget: laasp: trial {t.name} needs exactly one LAASP trial with the same "
+                            f"model, data, training options, target_flops, prune_epoch and seed, but the plan has {why}")
+        t.budget_from, t.stage = twins[0].name, "matched"
+
+
+def validate_plan(space: Space, trials: list[Trial]) -> None:
+    """Build every trial's JobConfig (no data read): bad combinations fail before any trial runs."""
+    for t in trials:
+        opts = dict(t.options)
+        if t.budget_from:
+            opts.pop("epoch_budget", None)
+        try:
+            job_config(opts, None, space.plugins)
+        except UserError as exc:
+            raise UserError(f"trial {t.name}: {exc}") from None
+
+
+def validate_search(space: Space) -> None:
+    """The search's corner samples (every first/low, every last/high value) must make valid configs."""
+    sampler = SpaceSampler(space)
+    for last in (False, True):
+        opts = sampler.options(_CornerTrial(last))
+        try:
+            job_config(opts, None, space.plugins)
+        except UserError as exc:
+            which = "last/high" if last else "first/low"
+            raise UserError(f"search.space with every parameter at its {which} value: {exc}") from None
+
+
+def job_config(options: dict[str, Any], out: str | None, plugins: Iterable[str] = ()):
+    """A trial's options -> `JobConfig`, through the command line's own path (recipes, checks)."""
+    ensure_plugins(plugins)
+    opts = dict(options)
+    if opts.get("model") is None:
+        raise UserError("no model given")
+    pruner = opts.get("pruner")
+    if opts.get("epoch_budget") == MATCH_LAASP:
+        opts.pop("epoch_budget")
+    allowed = {o.name for o in run_options(pruned=bool(pruner))}
+    for key in opts:
+        if key != "pruner" and key not in allowed:  # e.g. a pruning option on an unpruned trial
+            raise UserError(f"option {key} does not apply to an unpruned run")
+    opts.update(out=out, quiet=True)
+    if pruner:
+        opts["plugin"] = ()
+        return job_config_from_options(opts, pruner_config=pruner_config_from_options(opts))
+    return job_config_from_options(opts)
