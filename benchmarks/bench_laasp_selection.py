@@ -18,6 +18,7 @@ from harness.data import DataConfig, load_dataset
 from harness.models import build_model
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP
+from laasp.racing import RaceSettings, race
 from laasp.reference import reference_select
 
 
@@ -47,7 +48,7 @@ def main() -> None:
         t_ref = time.perf_counter() - t
 
         t = time.perf_counter()
-        approx = pruner.evaluator.successive_halving(pruner.candidates(), args.approx_start_fraction)
+        approx = race(pruner.evaluator, pruner.candidates(), RaceSettings(args.approx_start_fraction))
         t_approx = time.perf_counter() - t
 
         t = time.perf_counter()

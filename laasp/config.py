@@ -24,8 +24,10 @@ class LAASPConfig(PruneSchedule):
     max_prune_rate: float = 0.75         # per-layer cap on the pruned fraction of filters
     subset_size: int | None = 10_000     # None: min(recipe, training set)
     criteria: tuple[str, ...] = ("l1", "l2", "eucl", "cos")
-    selection: str = "exact"             # "approx": successive halving over candidates
+    selection: str = "exact"             # "approx": a race over candidates (laasp.racing)
     approx_start_fraction: float = 0.125  # approx: first round sees this fraction of the subset
+    approx_eta: int = 2                  # approx: keep 1/eta of the field per round, eta x the images
+    approx_confidence: float | None = None  # approx: drop clear losers early at this one-sided level
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
@@ -58,7 +60,16 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--selection must be one of {', '.join(SELECTION_MODES)} (got {self.selection!r})")
         if not 0 < self.approx_start_fraction <= 1:
             raise UserError(f"--approx-start-fraction must be in (0, 1] (got {self.approx_start_fraction})")
+        if self.approx_eta < 2:
+            raise UserError(f"--approx-eta must be an integer >= 2 (got {self.approx_eta})")
+        if self.approx_confidence is not None and not 0.5 < self.approx_confidence < 1:
+            raise UserError(f"--approx-confidence must be in (0.5, 1), e.g. 0.99 (got {self.approx_confidence})")
         if self.chunk_size < 1:
             raise UserError(f"--chunk-size must be >= 1 (got {self.chunk_size})")
         if self.candidate_batch is not None and self.candidate_batch < 1:
             raise UserError(f"--candidate-batch must be >= 1 (got {self.candidate_batch})")
+
+    def race_settings(self):
+        from laasp.racing import RaceSettings
+
+        return RaceSettings(self.approx_start_fraction, self.approx_eta, self.approx_confidence)

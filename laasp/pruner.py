@@ -23,6 +23,7 @@ from laasp.config import LAASPConfig
 from harness.prune.criteria import CRITERIA, CriterionInput, lowest
 from harness.prune.prunable import Layer, PrunableNetwork
 from harness.prune.pruner import StepResult  # noqa: F401 (the step API returns it)
+from laasp.racing import race
 from laasp.selection import Candidate, CandidateEvaluator
 
 log = logging.getLogger("laasp")
@@ -103,26 +104,37 @@ class LAASP:
                     by_key[key] = Candidate(removal, [(layer.name, crit)])
         return list(by_key.values())
 
+    def select(self, candidates: list[Candidate]) -> Candidate:
+        """The configured search (exact, or the race of `laasp.racing`) over ``candidates``."""
+        if self.config.selection == "exact":
+            return self.evaluator.exact(candidates)
+        return race(self.evaluator, candidates, self.config.race_settings())
+
+    def shadow_select(self, candidates: list[Candidate]) -> Candidate:
+        """The other search, on fresh copies of the candidates (``approx_check``)."""
+        pool = [Candidate(c.removal, c.sources) for c in candidates]
+        if self.config.selection == "exact":
+            return race(self.evaluator, pool, self.config.race_settings())
+        return self.evaluator.exact(pool)
+
     def step(self) -> StepResult | None:
         start = time.perf_counter()
         candidates = self.candidates()
         if not candidates:
             return None
-        agrees = None
-        if self.config.selection == "exact":
-            winner = self.evaluator.exact(candidates)
-        else:
-            winner = self.evaluator.successive_halving(candidates, self.config.approx_start_fraction)
+        winner = self.select(candidates)
         selection_s = time.perf_counter() - start
-        check_s = 0.0
+        agrees, check_s = None, 0.0
         if self.config.approx_check:
-            # The other selection runs in the shadow, on fresh copies; the configured one is applied.
+            # The other selection runs in the shadow; the configured one is applied.
             check_start = time.perf_counter()
-            shadow_pool = [Candidate(c.removal, c.sources) for c in candidates]
-            shadow = (self.evaluator.successive_halving(shadow_pool, self.config.approx_start_fraction)
-                      if self.config.selection == "exact" else self.evaluator.exact(shadow_pool))
-            agrees = shadow.removal == winner.removal
+            agrees = self.shadow_select(candidates).removal == winner.removal
             check_s = time.perf_counter() - check_start
+        return self.apply(winner, candidates, selection_s, agrees, check_s)
+
+    def apply(self, winner: Candidate, candidates: list[Candidate], selection_s: float = 0.0,
+              agrees: bool | None = None, check_s: float = 0.0) -> StepResult:
+        """Remove the winner's filters for real and trace the step."""
         layer_name, crit = winner.sources[0]
         full = [c for c in candidates if c.images == len(self.evaluator.x) and c is not winner]
         runner_up = min((c.loss for c in full), default=None)

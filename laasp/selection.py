@@ -7,13 +7,13 @@ subset the input of every stage is computed once; a candidate then re-runs only 
 from the first one its removal touches, with its channels zeroed. Loss sums are float64.
 
 Exact mode evaluates every distinct candidate on the whole subset: the same decision as the
-authors' copy-and-prune loop. Approximate mode runs successive halving: all candidates see
-the first images, the better half goes on to see more, and so on until one is left or the
+authors' copy-and-prune loop. Approximate mode races the candidates (`laasp.racing`): all see
+the first images, the better part goes on to see more, and so on until one is left or the
 whole subset is used.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +69,7 @@ class Candidate:
     first_stage: int = 0
     loss_sum: float = 0.0
     images: int = 0
+    per_image: list[torch.Tensor] = field(default_factory=list)  # float64 chunks, kept only while racing
 
     @property
     def loss(self) -> float:
@@ -97,6 +98,7 @@ class CandidateEvaluator:
             for m in stage.modules():
                 self.stage_of.setdefault(m, i)
         self._active: dict[nn.Module, torch.Tensor] = {}
+        self.keep_per_image = False  # a race's confidence bound needs each image's loss
 
     def _hook(self, module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
         mask = self._active.get(module)
@@ -162,28 +164,16 @@ class CandidateEvaluator:
         h = stage_input.unsqueeze(0).expand(len(batch), *stage_input.shape).reshape(-1, *stage_input.shape[1:])
         for stage in self.stages[first:]:
             h = stage(h)
-        losses = F.cross_entropy(h.double(), y.repeat(len(batch)), reduction="none").view(len(batch), rows).sum(1)
-        for cand, loss in zip(batch, losses.tolist()):
+        per_image = F.cross_entropy(h.double(), y.repeat(len(batch)), reduction="none").view(len(batch), rows)
+        for j, (cand, loss) in enumerate(zip(batch, per_image.sum(1).tolist())):
             cand.loss_sum += loss
             cand.images += rows
+            if self.keep_per_image:
+                cand.per_image.append(per_image[j].cpu())
 
     def exact(self, candidates: list[Candidate]) -> Candidate:
         self.losses(candidates)
         return best(candidates)
-
-    def successive_halving(self, candidates: list[Candidate], start_fraction: float) -> Candidate:
-        """Approximate: halve the field each round while doubling the images seen."""
-        n_total = len(self.x)
-        seen = 0
-        n = max(1, int(round(start_fraction * n_total)))
-        alive = list(candidates)
-        while True:
-            self.losses(alive, n_images=n, start_image=seen)
-            seen = min(n, n_total)
-            if len(alive) == 1 or seen >= n_total:
-                return best(alive)
-            alive = sorted(alive, key=lambda c: c.loss)[: max(1, (len(alive) + 1) // 2)]
-            n = min(n_total, 2 * n)
 
 
 def best(candidates: list[Candidate]) -> Candidate:

@@ -86,8 +86,12 @@ _PRUNING = (
     Option("max_prune_rate", "float", "pruning", "per-layer cap on the pruned fraction"),
     Option("subset_size", "int", "pruning", "LAASP: training images in the loss subset"),
     Option("criteria", "str_tuple", "pruning", "LAASP: criteria pool, e.g. l1,l2,eucl,cos"),
-    Option("selection", "str", "pruning", "LAASP: exact (default) or successive halving", choices=("exact", "approx")),
+    Option("selection", "str", "pruning", "LAASP: exact (default) or approximate (a race over candidates)",
+           choices=("exact", "approx")),
     Option("approx_start_fraction", "float", "pruning", "LAASP approx: first round's share of the subset"),
+    Option("approx_eta", "int", "pruning", "LAASP approx: keep 1/eta of the candidates per round (default 2)"),
+    Option("approx_confidence", "float", "pruning",
+           "LAASP approx: also drop candidates clearly worse than the leader at this one-sided level, e.g. 0.99"),
     Option("approx_check", "bool", "pruning",
            "LAASP: also run the other selection (approx with exact, exact with approx) each step "
            "and record how often the picks agree; the --selection one is applied"),
@@ -107,7 +111,7 @@ GROUPS = {"data": _DATA, "training": _TRAINING, "output": _OUTPUT, "pruning": _P
 # Options a pruner's Config reads (by field name); the others describe the run itself.
 PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
                    "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
-                   "approx_check", "chunk_size", "candidate_batch")
+                   "approx_eta", "approx_confidence", "approx_check", "chunk_size", "candidate_batch")
 DEFAULT_STEP_SCALE = {"flops": 1.0, "ratio": 0.1}
 
 

@@ -1,0 +1,237 @@
+"""The approximate-selection frontier, measured where it matters: trained weights, real data,
+the steps of a real LAASP run, several loss-subset sizes.
+
+    python benchmarks/bench_approx_frontier.py --model resnet20 --subsets 1000,2000 --steps 6
+
+1. A trained network: ``--model`` trained ``--train-epochs`` on real CIFAR-10 (cached as a
+   fixture under ``.cache/fixtures/``, outside git; regenerated when absent).
+2. For each subset size, a LAASP run with exact selection on that network: at every step the
+   candidates are scored exactly (the decision applied, so the run is the exact run), and every
+   race setting (start fraction x eta x confidence bound) picks on fresh copies of the same
+   candidates. Per setting: time, agreement with the exact pick, and the loss regret
+   ``(exact loss of the race's pick - exact winner's loss) / exact winner's loss``.
+3. The authors' loop (deep copy + re-trace + full forward per candidate) is timed on the first
+   ``--reference-steps`` steps of each size; speed-ups against it use the median of those.
+4. Peak memory of a selection step: the highest resident-set size above the step's start,
+   sampled every 2 ms (CPU; coarse: memory the allocator kept from an earlier step is not seen
+   again, so a later, smaller search can read 0), or CUDA's peak allocation above the start.
+
+Writes ``frontier.md``, ``frontier.json`` and ``frontier.png`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from harness.data import DataConfig, load_dataset
+from harness.job.checkpoint import load_checkpoint
+from harness.job.options import job_config_from_options
+from harness.job.run import run_job
+from laasp.config import LAASPConfig
+from laasp.pruner import LAASP
+from laasp.racing import RaceSettings, race
+from laasp.reference import reference_select
+from laasp.selection import Candidate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class PeakRSS:
+    """Peak resident memory above the start while the block runs (CPU), or CUDA's peak allocation."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak_mb = device, 0.0
+
+    @staticmethod
+    def _rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def __enter__(self) -> "PeakRSS":
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+            return self
+        self.base, self.top, self.running = self._rss_mb(), self._rss_mb(), True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.top = max(self.top, self._rss_mb())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20 - self.base
+            return
+        self.running = False
+        self.thread.join()
+        self.peak_mb = max(self.top, self._rss_mb()) - self.base
+
+
+def trained_fixture(args: argparse.Namespace) -> Path:
+    """A checkpoint of ``--model`` trained a few epochs on real CIFAR-10 (made once, outside git)."""
+    out = REPO / ".cache" / "fixtures" / f"{args.model}-cifar10-e{args.train_epochs}-n{args.train_subset}-s{args.seed}"
+    if not (out / "checkpoint.pt").exists():
+        print(f"training the fixture {out.relative_to(REPO)} ({args.train_epochs} epochs)...", flush=True)
+        cfg = job_config_from_options({"model": args.model, "dataset": "cifar10", "data_root": args.data_root,
+                                       "epochs": args.train_epochs, "train_subset": args.train_subset,
+                                       "test_subset": 1000, "seed": args.seed, "device": args.device,
+                                       "out": str(out), "quiet": True})
+        record = run_job(cfg)
+        print(f"fixture: top-1 {record['final']['top1']:.2f}% after {record['epochs_trained']} epochs", flush=True)
+    return out / "checkpoint.pt"
+
+
+def settings_grid(args: argparse.Namespace) -> list[RaceSettings]:
+    confidences = [None if c == "none" else float(c) for c in args.confidences.split(",")]
+    return [RaceSettings(float(s), int(e), c) for s, e, c in itertools.product(
+        args.start_fractions.split(","), args.etas.split(","), confidences)]
+
+
+def label(s: RaceSettings) -> str:
+    return f"start {s.start_fraction:g}, eta {s.eta}, " + ("no bound" if s.confidence is None else f"bound {s.confidence:g}")
+
+
+def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettings], device) -> dict:
+    model, _ = load_checkpoint(checkpoint)
+    model = model.to(device)
+    x, y = data.loss_subset(n, seed=args.seed)
+    cfg = LAASPConfig(target_flops=0.9, step_scale=args.step_scale, selection="exact", chunk_size=args.chunk_size,
+                      seed=args.seed)
+    pruner = LAASP(model, cfg, x, y, data.image_size, data.in_channels)
+    steps, ref_times = [], []
+    for step in range(1, args.steps + 1):
+        if step <= args.reference_steps:
+            t = time.perf_counter()
+            reference_select(pruner)
+            ref_times.append(time.perf_counter() - t)
+        candidates = pruner.candidates()
+        if not candidates:
+            break
+        with PeakRSS(device) as mem:
+            t = time.perf_counter()
+            winner = pruner.select(candidates)
+            exact_s = time.perf_counter() - t
+        exact_loss = {c.removal: c.loss for c in candidates}
+        row = {"step": step, "candidates": len(candidates), "exact_s": exact_s, "exact_peak_mb": mem.peak_mb,
+               "winner_loss": winner.loss, "races": []}
+        for s in settings:
+            pool = [Candidate(c.removal, c.sources) for c in candidates]
+            with PeakRSS(device) as rmem:
+                t = time.perf_counter()
+                pick = race(pruner.evaluator, pool, s)
+                race_s = time.perf_counter() - t
+            regret = (exact_loss[pick.removal] - winner.loss) / winner.loss
+            row["races"].append({"settings": s.__dict__, "s": race_s, "agrees": pick.removal == winner.removal,
+                                 "regret": regret, "peak_mb": rmem.peak_mb})
+        pruner.apply(winner, candidates, exact_s)
+        steps.append(row)
+        print(f"  n={n} step {step}: {len(candidates)} candidates, exact {exact_s:.2f}s, FLOPs -"
+              f"{100 * pruner.reduction():.1f}%", flush=True)
+    return {"subset": n, "reference_s": ref_times, "steps": steps}
+
+
+def summarise(sizes: list[dict], settings: list[RaceSettings]) -> list[dict]:
+    rows = []
+    for size in sizes:
+        ref = statistics.median(size["reference_s"]) if size["reference_s"] else None
+        exact = statistics.median(s["exact_s"] for s in size["steps"])
+        rows.append({"subset": size["subset"], "method": "exact", "speedup_vs_authors": ref / exact if ref else None,
+                     "median_s": exact, "agreement": 1.0, "median_regret": 0.0, "max_regret": 0.0,
+                     "peak_mb": max(s["exact_peak_mb"] for s in size["steps"])})
+        for i, s in enumerate(settings):
+            races = [st["races"][i] for st in size["steps"]]
+            med = statistics.median(r["s"] for r in races)
+            rows.append({"subset": size["subset"], "method": label(s),
+                         "speedup_vs_authors": ref / med if ref else None, "median_s": med,
+                         "agreement": sum(r["agrees"] for r in races) / len(races),
+                         "median_regret": statistics.median(r["regret"] for r in races),
+                         "max_regret": max(r["regret"] for r in races), "peak_mb": max(r["peak_mb"] for r in races)})
+    return rows
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    head = ("| subset | method | speed-up vs authors (x) | median step (s) | agreement | median regret (%) "
+            "| max regret (%) | peak memory (MB) |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+    def speedup(r: dict) -> str:
+        return "n/a" if r["speedup_vs_authors"] is None else f"{r['speedup_vs_authors']:.1f}"
+
+    body = "".join(
+        f"| {r['subset']} | {r['method']} | {speedup(r)} | {r['median_s']:.2f} | "
+        f"{100 * r['agreement']:.0f}% | {100 * r['median_regret']:.3f} | {100 * r['max_regret']:.3f} | "
+        f"{r['peak_mb']:.0f} |\n" for r in rows)
+    return (f"# Approximate selection frontier\n\n{meta['how']}\n\n" + head + body)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from harness.results.figures import new_figure
+
+    fig = new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    for k, n in enumerate(sorted({r["subset"] for r in rows})):
+        pts = [r for r in rows if r["subset"] == n and r["speedup_vs_authors"] is not None]
+        ax.scatter([r["speedup_vs_authors"] for r in pts], [100 * r["agreement"] for r in pts], color=f"C{k}",
+                   label=f"subset {n}")
+    ax.axvline(20, color="gray", ls=":", label="goal: 20x")
+    ax.axhline(95, color="gray", ls="--", label="goal: 95% agreement")
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over the authors' loop (x, median step)")
+    ax.set_ylabel("picks equal to exact selection (%)")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg.zip"))
+    p.add_argument("--train-epochs", type=int, default=5)
+    p.add_argument("--train-subset", type=int, default=10_000)
+    p.add_argument("--subsets", default="1000,2000,5000,10000", help="loss-subset sizes")
+    p.add_argument("--steps", type=int, default=6, help="pruning steps measured per subset size")
+    p.add_argument("--step-scale", type=float, default=1.0, help="LAASP FLOPs step (%% of baseline FLOPs)")
+    p.add_argument("--reference-steps", type=int, default=1, help="steps on which the authors' loop is timed")
+    p.add_argument("--start-fractions", default="0.0625,0.125")
+    p.add_argument("--etas", default="2,3,4")
+    p.add_argument("--confidences", default="none,0.99")
+    p.add_argument("--chunk-size", type=int, default=500)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/approx_frontier")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    checkpoint = trained_fixture(args)
+    data = load_dataset(DataConfig("cifar10", args.data_root, train_subset=max(map(int, args.subsets.split(","))),
+                                   test_subset=100), device)
+    settings = settings_grid(args)
+    sizes = [measure_size(args, checkpoint, data, int(n), settings, device) for n in args.subsets.split(",")]
+    rows = summarise(sizes, settings)
+    how = (f"{args.model} trained {args.train_epochs} epochs on {args.train_subset} real CIFAR-10 images (seed "
+           f"{args.seed}); LAASP exact run, FLOPs step {args.step_scale}%, all four criteria; {args.steps} steps per "
+           f"subset size; authors' loop timed on the first {args.reference_steps} step(s); {args.threads} threads on "
+           f"{args.device}. Command: python benchmarks/bench_approx_frontier.py --model {args.model} --subsets "
+           f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --threads {args.threads}")
+    out = REPO / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "frontier.md").write_text(markdown(rows, {"how": how}))
+    (out / "frontier.json").write_text(json.dumps({"how": how, "rows": rows, "sizes": sizes}, indent=1,
+                                                  default=lambda o: None))
+    plot(rows, out / "frontier.png")
+    print((out / "frontier.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
