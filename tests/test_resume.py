@@ -112,3 +112,17 @@ def test_epoch_budget_and_three_stage_mode(tmp_path, uninterrupted) -> None:
     proc = run_cli("run", "--pruner", "fpgm", "--from-checkpoint", str(tmp_path / "t" / "checkpoint.pt"),
                    "--target-flops", "0.3", "--epochs", "1", "--model", "resnet32", "--dataset", "digits")
     assert "--from-checkpoint holds resnet20" in error_line(proc)
+
+
+def test_record_keeps_the_best_epoch_of_the_final_phase(uninterrupted) -> None:
+    """The papers' number beside ours: the best test top-1 of the fine-tuning epochs, and where."""
+    from harness.job.records import best_epoch
+
+    best = uninterrupted["best"]
+    finetune = [e for e in uninterrupted["history"] if e["phase"] == "finetune"]
+    peak = max(e["test_top1"] for e in finetune)
+    assert best == best_epoch(uninterrupted["history"], pruned=True)
+    assert best["top1"] == peak >= uninterrupted["final"]["top1"] and best["phase"] == "finetune"
+    assert best["epochs_considered"] == len(finetune)
+    at = next(e for e in finetune if e["epoch"] == best["epoch"])
+    assert at["test_top1"] == peak and best["top5"] == at["test_top5"]
