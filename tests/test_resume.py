@@ -126,3 +126,20 @@ def test_record_keeps_the_best_epoch_of_the_final_phase(uninterrupted) -> None:
     assert best["epochs_considered"] == len(finetune)
     at = next(e for e in finetune if e["epoch"] == best["epoch"])
     assert at["test_top1"] == peak and best["top5"] == at["test_top5"]
+
+
+def test_recovery_follows_the_schedule_like_the_authors(tmp_path, uninterrupted) -> None:
+    """Each 2-epoch recovery trains at the schedule's rate of prune_epoch (1) and prune_epoch + 1 (2,
+    past the milestone): the authors' scripts call their training loop for those epochs."""
+    from dataclasses import replace
+
+    recover = [(e["schedule_epoch"], e["lr"]) for e in uninterrupted["history"] if e["phase"] == "recover"]
+    assert recover and recover == [(1, pytest.approx(0.05)), (2, pytest.approx(0.005))] * (len(recover) // 2)
+    assert uninterrupted["recover_lr"] == "schedule" == uninterrupted["config"]["pruner_config"]["recover_lr"]
+    # the rule of records made before, kept so they can be reproduced: every recovery epoch at prune_epoch's rate
+    cfg = _config(tmp_path)
+    old = replace(cfg, epochs=2, pruner_config=replace(cfg.pruner_config, recover_lr="prune_epoch", target_flops=0.12,
+                                                       subset_size=16, criteria=("l1",)))
+    rec = run_job(old)
+    recover = [(e["schedule_epoch"], e["lr"]) for e in rec["history"] if e["phase"] == "recover"]
+    assert recover == [(1, pytest.approx(0.05))] * 2 and rec["recover_lr"] == "prune_epoch"

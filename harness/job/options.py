@@ -93,6 +93,12 @@ _PRUNING = (
            "and record how often the picks agree; the --selection one is applied"),
     Option("chunk_size", "int", "pruning", "LAASP: subset images per pass when scoring candidates"),
     Option("candidate_batch", "int", "pruning", "LAASP: rows per forward when candidates are stacked"),
+    Option("recover_lr", "str", "pruning", "LAASP: recovery epoch k at the schedule's rate of prune_epoch + k "
+           "(schedule, the authors' scripts, default) or all at the rate of prune_epoch (the rule of older records)",
+           choices=("schedule", "prune_epoch")),
+    Option("subset_policy", "str", "pruning", "LAASP: loss subset drawn from the whole training set (random, "
+           "default) or from its first 149,999 images as the authors' scripts do (authors)",
+           choices=("random", "authors")),
     Option("from_checkpoint", "str", "pruning",
            "three-stage mode: prune this trained checkpoint.pt at once, then fine-tune --epochs",
            path=True, metavar="PATH"),
@@ -107,7 +113,7 @@ GROUPS = {"data": _DATA, "training": _TRAINING, "output": _OUTPUT, "pruning": _P
 # Options a pruner's Config reads (by field name); the others describe the run itself.
 PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
                    "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
-                   "approx_check", "chunk_size", "candidate_batch")
+                   "approx_check", "chunk_size", "candidate_batch", "recover_lr", "subset_policy")
 DEFAULT_STEP_SCALE = {"flops": 1.0, "ratio": 0.1}
 
 
