@@ -23,7 +23,7 @@ from harness.train.engine import Engine, TrainingState, make_optimizer
 from harness.errors import UserError
 from harness.prune.flops import Cost, count_cost, reduction
 from harness.job.config import JobConfig
-from harness.job.schedule import run_pruning_schedule
+from harness.job.schedule import run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
 from harness.job.records import FLOPS_COUNTER, best_epoch, cost_entry, to_jsonable, write_json_atomic
 from harness.train.repro import environment, seed_everything
@@ -192,7 +192,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
     ctx.started = wall_start  # data loading and model building count too
     if cfg.pruner is None:
-        ctx.train(range(ctx.epochs_in_phase("train"), cfg.epochs), "train")
+        run_unpruned_schedule(ctx)
     else:
         run_pruning_schedule(ctx)
     ctx.stage = "done"
