@@ -11,6 +11,19 @@ from harness.prune.pruner import PruneSchedule
 
 STEP_RULES = ("flops", "ratio")
 SELECTION_MODES = ("exact", "approx")
+# Learning rate of recovery epochs. "schedule": the k-th epoch of each recovery at the schedule's
+# rate for epoch prune_epoch + k, as the authors' scripts do (their recovery calls their training
+# loop for epochs prune_epoch .. prune_epoch + recover_epoch - 1, setting the rate per epoch);
+# "prune_epoch": every recovery epoch at the rate of prune_epoch, this harness's rule before
+# issue 13 (records without recover_lr were made with it). They differ only when a recovery
+# crosses a milestone.
+RECOVER_LR_POLICIES = ("schedule", "prune_epoch")
+# Which training images the loss subset is drawn from. "random": uniformly from the whole
+# training set (ours); "authors": uniformly from its first AUTHORS_SUBSET_POOL images, as the
+# authors' scripts do (random.sample(range(0, 149999), 5000) on ImageNet's ImageFolder: classes
+# in sorted order, so about the first 117 of 1,000 classes; range(0, 49999) on CIFAR: all but one).
+SUBSET_POLICIES = ("random", "authors")
+AUTHORS_SUBSET_POOL = 149_999
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,8 @@ class LAASPConfig(PruneSchedule):
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
+    recover_lr: str = "schedule"         # RECOVER_LR_POLICIES
+    subset_policy: str = "random"        # SUBSET_POLICIES
     seed: int = 0                        # random criteria, subset draw (set from the run's seed)
 
     def validate(self, job=None) -> None:
@@ -66,6 +81,10 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--approx-confidence must be in (0.5, 1), e.g. 0.99 (got {self.approx_confidence})")
         if self.chunk_size < 1:
             raise UserError(f"--chunk-size must be >= 1 (got {self.chunk_size})")
+        if self.recover_lr not in RECOVER_LR_POLICIES:
+            raise UserError(f"--recover-lr must be one of {', '.join(RECOVER_LR_POLICIES)} (got {self.recover_lr!r})")
+        if self.subset_policy not in SUBSET_POLICIES:
+            raise UserError(f"--subset-policy must be one of {', '.join(SUBSET_POLICIES)} (got {self.subset_policy!r})")
         if self.candidate_batch is not None and self.candidate_batch < 1:
             raise UserError(f"--candidate-batch must be >= 1 (got {self.candidate_batch})")
 

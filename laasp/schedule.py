@@ -1,8 +1,10 @@
 """LAASP as a registered pruner of the harness: selection steps with recovery training.
 
 Recovery (LAASP.md): whenever the FLOPs reduction has grown by ``recover_flop`` since the
-last recovery, train ``recover_epoch`` epochs at the learning rate of ``prune_epoch`` with a
-fresh SGD optimizer. These epochs come on top of the schedule and are counted in the record.
+last recovery, train ``recover_epoch`` epochs with a fresh SGD optimizer, the k-th at the
+schedule's learning rate of epoch ``prune_epoch + k`` as the authors' scripts do (or, with
+``recover_lr: prune_epoch``, all at the rate of ``prune_epoch``: see `laasp.config`). These
+epochs come on top of the schedule and are counted in the record.
 
 After every step and every recovery epoch the run's state is saved (``ctx.checkpoint``) with
 the loop's own progress in ``ctx.pruner_state``, so an interrupted run resumes mid-pruning.
@@ -13,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.prune.pruner import PRUNERS, Pruner
-from laasp.config import LAASPConfig
+from laasp.config import AUTHORS_SUBSET_POOL, LAASPConfig
 from laasp.pruner import LAASP, prune_to_target
 
 
@@ -25,10 +27,11 @@ class LAASPPruner(Pruner):
         cfg: LAASPConfig = replace(self.config, seed=ctx.config.seed)
         data = ctx.data
         subset_size = min(cfg.subset_size or data.train_size, data.train_size)
-        subset_x, subset_y = data.loss_subset(subset_size, seed=ctx.config.seed)
+        pool = max(1, min(AUTHORS_SUBSET_POOL, data.train_size - 1)) if cfg.subset_policy == "authors" else None
+        subset_size = min(subset_size, pool or subset_size)
+        subset_x, subset_y = data.loss_subset(subset_size, seed=ctx.config.seed, pool=pool)
         loop = ctx.pruner_state or {"laasp": None, "last_recovery": 0.0, "recoveries": 0, "recover_left": 0}
         pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels, state=loop["laasp"])
-        recover_lr = ctx.config.optim.lr_at(cfg.prune_epoch)
 
         def save(entry: dict[str, Any] | None) -> None:
             loop["laasp"] = pruner.state_dict()
@@ -37,10 +40,12 @@ class LAASPPruner(Pruner):
 
         def recover() -> None:
             while loop["recover_left"] > 0:
-                fresh = loop["recover_left"] == cfg.recover_epoch  # each recovery starts a new SGD optimizer
+                k = cfg.recover_epoch - loop["recover_left"]  # this epoch's place in its recovery
                 loop["recover_left"] -= 1
                 ctx.pruner_state = loop
-                ctx.train([cfg.prune_epoch], "recover", fixed_lr=recover_lr, fresh_optimizer=fresh)
+                at = cfg.prune_epoch + k if cfg.recover_lr == "schedule" else cfg.prune_epoch
+                # each recovery starts a new SGD optimizer
+                ctx.train([at], "recover", fixed_lr=ctx.config.optim.lr_at(at), fresh_optimizer=k == 0)
 
         def after_step(step) -> None:
             ctx.add_time("selection_s", step.selection_s)
@@ -65,6 +70,8 @@ class LAASPPruner(Pruner):
             "layer_rates": pruner.layer_rates(),
             "recoveries": loop["recoveries"],
             "subset_size": subset_size,
+            "subset_policy": cfg.subset_policy,
+            "recover_lr": cfg.recover_lr,
             "selection": cfg.selection,
             "approx_agreement": sum(agreement) / len(agreement) if agreement else None,
         }

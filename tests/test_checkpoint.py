@@ -41,3 +41,20 @@ def test_whole_module_pickle_is_refused(tmp_path) -> None:
 def test_missing_checkpoint(tmp_path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_vgg16_with_a_narrower_hidden_linear_round_trips(tmp_path) -> None:
+    """vgg16's BatchNorm1d is resized with its linear layer, and the checkpoint remembers it."""
+    import torch_pruning as tp
+
+    torch.manual_seed(0)
+    model = build_model("vgg16", 10, 3).eval()
+    net = PrunableNetwork(model, 32, 3)
+    net.remove(net.layers[-1], [0, 1, 2])
+    net.dg.get_pruning_group(model.classifier[0], tp.prune_linear_out_channels, idxs=list(range(12))).prune()
+    assert describe_architecture(model)["classifier.1"] == {"type": "BatchNorm1d", "num_features": 500}
+    loaded, _ = load_checkpoint(save_checkpoint(tmp_path / "ckpt.pt", model, "vgg16", 10, 3))
+    loaded.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.results.against import against_table_for_folder
 from harness.results.tables import table_for_folder
 from harness.results.time_split import time_table_for_folder
 
@@ -18,6 +19,9 @@ GENERATED = {  # file name -> how it is made from the folder
     "table.csv": lambda folder: table_for_folder(folder, "csv"),
     "time_split.md": lambda folder: time_table_for_folder(folder, "md"),
     "time_split.csv": lambda folder: time_table_for_folder(folder, "csv"),
+    "table_best.md": lambda folder: table_for_folder(folder, "md", metric="best"),
+    "against_laasp.md": lambda folder: against_table_for_folder(folder, "md"),
+    "against_laasp.csv": lambda folder: against_table_for_folder(folder, "csv"),
 }
 COMMITTED = sorted((folder, name) for folder in RESULTS.iterdir() if folder.is_dir()
                    for name in GENERATED if (folder / name).is_file())

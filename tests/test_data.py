@@ -178,6 +178,17 @@ def test_loss_subset_fixed(digits: Dataset) -> None:
         digits.loss_subset(1438, seed=0)
 
 
+def test_loss_subset_from_the_first_images_only(digits: Dataset) -> None:
+    """The LAASP authors' policy: draw from the first ``pool`` training images (their ImageNet subset
+    is 5,000 of the first 149,999 ImageFolder images, so only the first classes)."""
+    x, y = digits.loss_subset(50, seed=7, pool=100)
+    first = shifted(digits.train_x[:100], 1)
+    assert match_any(to_uint8(x, digits), y, first.flatten(0, 1), digits.train_y[:100].repeat(first.shape[0])).all()
+    assert torch.equal(x, digits.loss_subset(50, seed=7, pool=100)[0])
+    with pytest.raises(UserError, match="first 100 images"):
+        digits.loss_subset(101, seed=0, pool=100)
+
+
 def test_subsets_fixed() -> None:
     idx = subset_indices(1000, 50, seed=0, flag="train-subset", what="x")
     assert torch.equal(idx, subset_indices(1000, 50, 0, "train-subset", "x"))

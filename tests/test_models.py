@@ -8,6 +8,8 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.models import MODELS, build_model, check_input_size, classifier_modules
+from harness.prune.flops import count_cost
+from harness.prune.prunable import PrunableNetwork
 
 # ImageNet models are exercised at 64x64 to keep the file fast; 224 costs ~12x more compute.
 FAST_IMAGENET_SIZE = 64
@@ -69,10 +71,72 @@ def test_min_input_size_is_exact(name: str) -> None:
     assert _smallest_strided_input(model, size - 1) < 2
 
 
-def test_vgg16_fails_below_min_input_size() -> None:
-    """The VGG limit is real: five 2x2 max-pools turn a 31-pixel side into nothing."""
+def test_vgg_fails_below_min_input_size() -> None:
+    """The VGG limits are real: five 2x2 max-pools turn a 31-pixel side into nothing, four a 15-pixel one."""
     with pytest.raises(RuntimeError):
-        _logits(build_model("vgg16", 10, 3), 3, 31, batch=1)
+        _logits(build_model("vgg16_1fc", 10, 3), 3, 31, batch=1)
+    with pytest.raises(RuntimeError):
+        _logits(build_model("vgg16", 10, 3), 3, 15, batch=1)
+
+
+def _leaf_shapes(model: nn.Module, size: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(module type, output shape without the batch) of every leaf module, in forward order."""
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda m, _i, out: seen.append((type(m).__name__, tuple(out.shape[1:]))))
+               for m in leaves]
+    try:
+        _logits(model, 3, size)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
+
+
+def test_vgg16_is_the_authors_network() -> None:
+    """The LAASP authors' models/vgg_cifar.py, depth 16: layer by layer at 32x32, their init, their cost."""
+    model = build_model("vgg16", 10, 3)
+    want: list[tuple[str, tuple[int, ...]]] = []
+    side = 32
+    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]:
+        if v == "M":
+            side //= 2
+            want.append(("MaxPool2d", (want[-1][1][0], side, side)))
+        else:
+            want += [("Conv2d", (v, side, side)), ("BatchNorm2d", (v, side, side)), ("ReLU", (v, side, side))]
+    assert side == 2  # four max-pools leave a 2x2 map for the 2x2 average pool
+    want += [("AdaptiveAvgPool2d", (512, 1, 1)), ("Linear", (512,)), ("BatchNorm1d", (512,)), ("ReLU", (512,)),
+             ("Linear", (10,))]
+    assert _leaf_shapes(model, 32) == want
+    x = torch.randn(2, 512, 2, 2)
+    assert torch.equal(model.avgpool(x), torch.nn.functional.avg_pool2d(x, 2))  # the authors' AvgPool2d(2)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 13 and all(c.bias is None for c in convs)
+    assert all(torch.all(m.weight == 0.5) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    cost = count_cost(model, 32, 3)
+    assert cost.flops == pytest.approx(313.7e6, rel=0.01) and cost.params == pytest.approx(14.98e6, rel=0.01)
+
+
+def test_vgg16_1fc_keeps_the_single_linear_form() -> None:
+    model = build_model("vgg16_1fc", 10, 3)
+    assert [type(m).__name__ for m in model.modules()].count("MaxPool2d") == 5
+    assert isinstance(model.classifier, nn.Linear) and model.classifier.in_features == 512
+
+
+def test_vgg16_batchnorm1d_follows_its_linear_when_pruned() -> None:
+    """Removing filters of the last conv shrinks the first linear's inputs only; removing the first
+    linear's outputs (as torch-pruning's own pruners may) takes its BatchNorm1d channels with them."""
+    model = build_model("vgg16", 10, 3).eval()
+    hidden, bn1d, head = model.classifier[0], model.classifier[1], model.classifier[3]
+    net = PrunableNetwork(model, 32, 3)
+    assert all(isinstance(layer.module, nn.Conv2d) for layer in net.layers) and len(net.layers) == 13
+    net.remove(net.layers[-1], [0, 1, 2])
+    assert hidden.in_features == 509 and hidden.out_features == bn1d.num_features == 512
+    assert bn1d.running_mean.shape == (512,) and head.in_features == 512
+    group = net.dg.get_pruning_group(hidden, tp.prune_linear_out_channels, idxs=[0, 1])
+    group.prune()
+    assert hidden.out_features == bn1d.num_features == bn1d.running_var.shape[0] == head.in_features == 510
+    assert _logits(model, 3, 32).shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", MODELS.names())
@@ -116,7 +180,7 @@ def test_prunable_by_dependency_graph(name: str, in_channels: int) -> None:
     assert head.out_features == num_classes
 
 
-@pytest.mark.parametrize("name", ["resnet20", "vgg16", "mobilenet_v2"])
+@pytest.mark.parametrize("name", ["resnet20", "vgg16", "vgg16_1fc", "mobilenet_v2"])
 def test_pruner_with_classifier_ignored(name: str) -> None:
     """How pruners use `classifier_modules`: as the *pruner's* ``ignored_layers``.
 
@@ -161,11 +225,14 @@ def test_unknown_model_lists_registered_names() -> None:
 
 def test_check_input_size() -> None:
     with pytest.raises(UserError) as err:
-        check_input_size("vgg16", 8)
+        check_input_size("vgg16_1fc", 8)
     message = str(err.value)
-    assert "8x8" in message and "vgg16" in message and "32x32" in message
+    assert "8x8" in message and "vgg16_1fc" in message and "32x32" in message
     assert "resnet56" in message and "\n" not in message  # suggests models that do fit
-    check_input_size("vgg16", 32)
+    check_input_size("vgg16_1fc", 32)
+    with pytest.raises(UserError, match="16x16"):
+        check_input_size("vgg16", 15)
+    check_input_size("vgg16", 16)
     check_input_size("resnet20", 28)
     with pytest.raises(UserError):
         check_input_size("nope", 32)

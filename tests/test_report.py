@@ -152,3 +152,21 @@ def test_plots_command_writes_every_figure(sweep, tmp_path, capsys) -> None:
                         (["--out", str(tmp_path / "file")], "is a file")):
         with pytest.raises(UserError, match=words):
             plots_main(parser.parse_args([str(sweep), *argv]))
+
+
+def test_report_says_which_differences_are_real_and_shows_the_best_epoch(report) -> None:
+    """The comparison view (the only place the text says "significant") and the papers' best-epoch table,
+    labelled optimistic, with best >= final for every group."""
+    _, page = report
+    text = " ".join(page.text)
+    assert "Which differences are real" in text and "could be tested" in text  # one l1/fpgm seed: no test
+    view = next(t for t in page.tables if t and "p Holm" in t[0])
+    header = view[0]
+    assert {r[header.index("comparison")] for r in view[1:]} == {"laasp - l1_uniform", "laasp - fpgm"}
+    assert "Best epoch (the papers' convention)" in text and "optimistic" in text
+    best = next(t for t in page.tables if t and "pruned top-1, best epoch (%)" in t[0])
+    final = page.tables[0]
+    mean = lambda table, row: float(row[table[0].index([h for h in table[0] if h.startswith("pruned top-1")][0])]
+                                    .split(" ± ")[0])
+    for b, f in zip(best[1:], final[1:]):
+        assert b[:4] == f[:4] and mean(best, b) >= mean(final, f)

@@ -112,3 +112,81 @@ def test_epoch_budget_and_three_stage_mode(tmp_path, uninterrupted) -> None:
     proc = run_cli("run", "--pruner", "fpgm", "--from-checkpoint", str(tmp_path / "t" / "checkpoint.pt"),
                    "--target-flops", "0.3", "--epochs", "1", "--model", "resnet32", "--dataset", "digits")
     assert "--from-checkpoint holds resnet20" in error_line(proc)
+
+
+def test_record_keeps_the_best_epoch_of_the_final_phase(uninterrupted) -> None:
+    """The papers' number beside ours: the best test top-1 of the fine-tuning epochs, and where."""
+    from harness.job.records import best_epoch
+
+    best = uninterrupted["best"]
+    finetune = [e for e in uninterrupted["history"] if e["phase"] == "finetune"]
+    peak = max(e["test_top1"] for e in finetune)
+    assert best == best_epoch(uninterrupted["history"], pruned=True)
+    assert best["top1"] == peak >= uninterrupted["final"]["top1"] and best["phase"] == "finetune"
+    assert best["epochs_considered"] == len(finetune)
+    at = next(e for e in finetune if e["epoch"] == best["epoch"])
+    assert at["test_top1"] == peak and best["top5"] == at["test_top5"]
+
+
+def test_recovery_follows_the_schedule_like_the_authors(tmp_path, uninterrupted) -> None:
+    """Each 2-epoch recovery trains at the schedule's rate of prune_epoch (1) and prune_epoch + 1 (2,
+    past the milestone): the authors' scripts call their training loop for those epochs."""
+    from dataclasses import replace
+
+    recover = [(e["schedule_epoch"], e["lr"]) for e in uninterrupted["history"] if e["phase"] == "recover"]
+    assert recover and recover == [(1, pytest.approx(0.05)), (2, pytest.approx(0.005))] * (len(recover) // 2)
+    assert uninterrupted["recover_lr"] == "schedule" == uninterrupted["config"]["pruner_config"]["recover_lr"]
+    # the rule of records made before, kept so they can be reproduced: every recovery epoch at prune_epoch's rate
+    cfg = _config(tmp_path)
+    old = replace(cfg, epochs=2, pruner_config=replace(cfg.pruner_config, recover_lr="prune_epoch", target_flops=0.12,
+                                                       subset_size=16, criteria=("l1",)))
+    rec = run_job(old)
+    recover = [(e["schedule_epoch"], e["lr"]) for e in rec["history"] if e["phase"] == "recover"]
+    assert recover == [(1, pytest.approx(0.05))] * 2 and rec["recover_lr"] == "prune_epoch"
+
+
+def test_unpruned_baseline_gets_the_same_epoch_budget(tmp_path, uninterrupted) -> None:
+    """`train --match-epochs RECORD`: the unpruned run trains as many epochs as the LAASP run, the extra
+    ones where a pruned run adds its own (after the prune epoch, at its rate); it resumes exactly."""
+    from pathlib import Path
+
+    from harness.job.options import job_config_from_options
+
+    record = Path(uninterrupted["config"]["out"]) / "record.json"
+    total = uninterrupted["epochs_trained"]
+    common = ["--model", "resnet20", "--dataset", "digits", "--train-subset", "300", "--test-subset", "100",
+              "--seed", "3", "--epochs", "3", "--lr", "0.05", "--batch-size", "64", "--milestones", "2", "--quiet"]
+    proc = run_cli("train", "--match-epochs", str(record), "--out", str(tmp_path / "u"), *common)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "u" / "record.json").read_text())
+    assert rec["epochs_trained"] == total > 3
+    assert rec["config"]["epoch_budget"] == total and rec["config"]["budget_epoch"] == 1  # the record's prune epoch
+    got = [(h["phase"], h["schedule_epoch"], h["lr"]) for h in rec["history"]]
+    want = [("train", 0, 0.05)] + [("budget", 1, 0.05)] * (total - 3) + [("train", 1, 0.05), ("train", 2, 0.005)]
+    assert got == [(p, e, pytest.approx(lr)) for p, e, lr in want]
+    assert rec["best"]["epochs_considered"] == total  # every epoch of an unpruned run
+    # interrupted in the budget epochs, resumed: the same run
+    cfg = job_config_from_options({"model": "resnet20", "dataset": "digits", "train_subset": 300, "test_subset": 100,
+                                   "seed": 3, "epochs": 3, "lr": 0.05, "batch_size": 64, "milestones": (2,),
+                                   "quiet": True, "match_epochs": str(record), "out": str(tmp_path / "r"),
+                                   "device": "cpu"})
+
+    def report(entry, state_path):
+        if entry["phase"] == "budget":
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_job(cfg, report=report, state_path=tmp_path / "r" / "state.pt")
+    resumed = run_job(cfg, state_path=tmp_path / "r" / "state.pt")
+    strip = lambda r: [{k: v for k, v in h.items() if k not in ("train_time_s", "images_per_s")} for h in r["history"]]
+    assert strip(resumed) == strip(rec) and resumed["final"] == rec["final"]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["train", "--budget-epoch", "1"], "--budget-epoch places the extra epochs"),
+    (["train", "--epoch-budget", "2"], "below --epochs"),
+    (["run", "--pruner", "l1_uniform", "--target-flops", "0.2", "--epoch-budget", "5", "--budget-epoch", "1"],
+     "--budget-epoch is for unpruned runs"),
+])
+def test_budget_errors(args, words) -> None:
+    assert words in error_line(run_cli(*args, "--model", "resnet20", "--epochs", "3"))

@@ -269,3 +269,17 @@ def test_ray_search_with_asha(tmp_path) -> None:
         if rec["status"] == "ok":
             assert rec["search"]["value"] == pytest.approx(t.value) == pytest.approx(rec["final"]["top1"])
     assert any(r["status"] == "ok" for r in records.values())
+
+
+def test_serial_unpruned_trial_gets_its_laasp_twins_budget(tmp_path) -> None:
+    """epoch_budget: laasp applies to the unpruned baseline too: it trains its LAASP twin's epochs, the
+    extra ones at the twin's prune epoch, and its record says where the budget came from."""
+    space = tmp_path / "budget.yaml"
+    space.write_text(COMMON.replace("epochs: 4", "epochs: 2") + "  epoch_budget: laasp\npruners:\n" + LAASP
+                     + "grid:\n  pruner: [none, laasp]\n")
+    assert main(["sweep", str(space), "--executor", "serial", "--results-dir", str(tmp_path)]) == 0
+    records = _records(tmp_path / "budget")
+    laasp, base = records[LAASP_TRIAL], records["000-resnet20-unpruned-s0"]
+    assert base["epochs_trained"] == laasp["epochs_trained"] > 2 and base["stage"] == "matched"
+    assert base["epoch_budget_from"] == LAASP_TRIAL and base["config"]["budget_epoch"] == 1
+    assert [h["phase"] for h in base["history"]] == ["train"] + ["budget"] * (laasp["epochs_trained"] - 2) + ["train"]

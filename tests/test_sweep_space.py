@@ -45,14 +45,41 @@ def test_quick_plan() -> None:
     assert [t.name for t in trials][:5] == ["000-resnet20-unpruned-s0", "001-resnet20-laasp-t0.4-s0",
                                             "002-resnet20-l1_uniform-t0.4-s0", "003-resnet20-fpgm-t0.4-s0",
                                             "004-resnet20-random-t0.4-s0"]
-    unpruned = by_name["000-resnet20-unpruned-s0"].options
-    assert unpruned["pruner"] is None and "target_flops" not in unpruned and "epoch_budget" not in unpruned
+    unpruned = by_name["000-resnet20-unpruned-s0"]
+    assert unpruned.options["pruner"] is None and "target_flops" not in unpruned.options
+    # the unpruned baseline gets its LAASP twin's budget too, so a drop is not an artefact of budget
+    assert unpruned.options["epoch_budget"] == "laasp" and unpruned.stage == "matched"
+    assert unpruned.budget_from == "001-resnet20-laasp-t0.4-s0"
     laasp = by_name["001-resnet20-laasp-t0.4-s0"]
     assert laasp.options["recover_epoch"] == 1 and "epoch_budget" not in laasp.options and laasp.stage == "main"
     fpgm = by_name["008-resnet20-fpgm-t0.4-s1"]
     assert "recover_epoch" not in fpgm.options and "subset_size" not in fpgm.options  # LAASP-only keys
     assert fpgm.stage == "matched" and fpgm.budget_from == "006-resnet20-laasp-t0.4-s1"
-    assert sum(t.stage == "main" for t in trials) == 4
+    assert sum(t.stage == "main" for t in trials) == 2
+
+
+def test_unpruned_budget_twins_and_the_old_rule(tmp_path) -> None:
+    """Several targets: the unpruned trial names every LAASP twin of its seed (it takes the largest budget);
+    ``epoch_budget: none`` in its grid block keeps the rule of older sweeps (no budget for it)."""
+    grid = """
+        fixed: {model: resnet20, epochs: 4, prune_epoch: 1, epoch_budget: laasp}
+        grid: {pruner: [none, laasp, fpgm], target_flops: [0.3, 0.5]}
+        seeds: [0, 1]
+    """
+    trials = {t.name: t for t in plan_grid(load_space(_space(tmp_path, grid)))}
+    assert trials["005-resnet20-unpruned-s1"].budget_from == "006-resnet20-laasp-t0.3-s1, 007-resnet20-laasp-t0.5-s1"
+    old = """
+        fixed: {model: resnet20, epochs: 4, prune_epoch: 1, epoch_budget: laasp}
+        grid:
+          - {pruner: none, epoch_budget: none}
+          - {pruner: [laasp, fpgm], target_flops: [0.3, 0.5]}
+        seeds: [0, 1]
+    """
+    space = load_space(_space(tmp_path, old, "old.yaml"))
+    trials = {t.name: t for t in plan_grid(space)}
+    validate_plan(space, list(trials.values()))
+    assert trials["000-resnet20-unpruned-s0"].budget_from is None and trials["000-resnet20-unpruned-s0"].stage == "main"
+    assert list(trials)[:3] == ["000-resnet20-unpruned-s0", "001-resnet20-laasp-t0.3-s0", "002-resnet20-laasp-t0.5-s0"]
 
 
 def test_options_build_the_same_config_as_the_cli() -> None:

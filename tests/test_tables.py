@@ -158,10 +158,15 @@ def test_latex_parses_back_to_the_same_numbers(records) -> None:
 
 
 def test_compare_paper_computes_the_paper_drop(records) -> None:
-    ours = [rec(None, None, s, v, model="resnet56", dataset="cifar10") for s, v in enumerate((93.5, 93.7))]
-    ours += [rec("laasp", 0.55, s, v, model="resnet56", dataset="cifar10", flops=0.53)
+    # the paper's numbers are best-epoch ones, so the comparison reads ours at the best epoch (`best`),
+    # here 1 point above the final-epoch ones, which it must not use
+    best = lambda v: {"best": {"top1": v, "top5": 99.0, "epoch": 5}}
+    ours = [rec(None, None, s, v - 1, model="resnet56", dataset="cifar10", **best(v))
+            for s, v in enumerate((93.5, 93.7))]
+    ours += [rec("laasp", 0.55, s, v - 1, model="resnet56", dataset="cifar10", flops=0.53, **best(v))
              for s, v in enumerate((93.0, 93.2))]
     table = build_table(ours, compare_paper=True)
+    assert table.metric == "best" and "best-epoch numbers" in " ".join(table.notes)
     row = next(r for r in table.rows if r.pruner == "laasp")
     assert row.paper is not None and row.paper.flops_reduction == 0.526
     df = pd.read_csv(io.StringIO(to_csv(table)), comment="#")
@@ -173,7 +178,9 @@ def test_compare_paper_computes_the_paper_drop(records) -> None:
     base = df[df.pruner == "unpruned"].iloc[0]
     assert base.delta_baseline == pytest.approx(93.6 - 93.61, abs=1e-4) and math.isnan(base.paper_top1)
     md = render(table, "md")
-    assert "paper top-1 (%)" in md and "Image and Vision Computing" in md
+    assert "paper top-1 (%)" in md and "Image and Vision Computing" in md and "pruned top-1, best epoch" in md
+    with pytest.raises(UserError, match="best-epoch"):
+        build_table(ours, compare_paper=True, metric="final")
     assert "paper top-1 (%)" not in render(build_table(ours), "md")
 
 

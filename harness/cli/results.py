@@ -21,7 +21,14 @@ def add_table_args(p: argparse.ArgumentParser) -> None:
                    help="md (default; Markdown with notes), csv (one column per number, notes as # lines), latex")
     p.add_argument("--out", metavar="FILE", help="write the table to FILE instead of printing it")
     p.add_argument("--compare-paper", action="store_true",
-                   help="add the paper's LAASP results (harness/results/paper.py) beside each row, with the differences")
+                   help="add the paper's LAASP results (harness/results/paper.py) beside each row, with the "
+                        "differences; the paper's accuracies are best-epoch ones, so ours are too (--metric best)")
+    p.add_argument("--metric", metavar="{final,best}",
+                   help="final (default): each run's last-epoch test accuracy; best: the best test epoch of the "
+                        "final phase, the papers' convention (selected on the test set: optimistic)")
+    p.add_argument("--against", nargs="?", const="laasp", metavar="PRUNER",
+                   help="the comparison view: PRUNER (default laasp) minus every other pruner at the same model, "
+                        "dataset and target, paired by seed, with 95%% CIs and Holm-adjusted p-values")
     p.add_argument("--view", default="results", metavar="{results,time}",
                    help="results (default): accuracy, FLOPs, speed-up; time: wall time per run split into "
                         "selection, recovery, budget top-up and training, plus approximate-selection agreement")
@@ -32,17 +39,25 @@ VIEWS = ("results", "time")
 
 def table_main(args: argparse.Namespace) -> int:
     from harness.results.load import write_text_atomic
-    from harness.results.tables import table_for_folder
+    from harness.results.against import against_table_for_folder
+    from harness.results.tables import resolve_metric, table_for_folder
     from harness.results.time_split import time_table_for_folder
 
     if args.view not in VIEWS:
         raise UserError(f"unknown --view {args.view!r}; use one of {', '.join(VIEWS)}")
-    if args.view == "time" and args.compare_paper:
-        raise UserError("--compare-paper goes with the results view only; drop it or use --view results")
+    if args.view == "time" and (args.compare_paper or args.metric or args.against):
+        raise UserError("--compare-paper, --metric and --against go with the results view only; drop them or "
+                        "use --view results")
+    if args.against and args.compare_paper:
+        raise UserError("--against is its own view (pruner against pruner); drop --compare-paper, or run the two "
+                        "tables separately")
+    metric = resolve_metric(args.metric, args.compare_paper)
     if args.view == "time":
         text = time_table_for_folder(args.folder, args.format)
+    elif args.against:
+        text = against_table_for_folder(args.folder, args.format, args.against, metric)
     else:
-        text = table_for_folder(args.folder, args.format, compare_paper=args.compare_paper)
+        text = table_for_folder(args.folder, args.format, compare_paper=args.compare_paper, metric=metric)
     if args.out:
         path = write_text_atomic(args.out, text)
         print(f"table: {path.resolve()}")

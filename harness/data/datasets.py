@@ -59,8 +59,12 @@ class Dataset(ABC):
         """Un-augmented, normalized batches in a fixed order."""
 
     @abstractmethod
-    def loss_subset(self, n: int, seed: int) -> Batch:
-        """LAASP's fixed subset: n training images, augmented once, normalized, on the device."""
+    def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
+        """LAASP's fixed subset: n training images, augmented once, normalized, on the device.
+
+        Drawn uniformly (seeded) from the whole training set, or from its first ``pool`` images
+        (the LAASP authors' policy: on an ImageFolder tree, whose classes come in sorted order,
+        that is the first classes only)."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-able summary recorded with every run, so results say what data they saw."""
@@ -84,13 +88,15 @@ class Dataset(ABC):
     def _normalize(self, x: Tensor) -> Tensor:
         return normalize(x, *self._stats_t)
 
-    def _loss_indices(self, n: int, gen: torch.Generator) -> Tensor:
-        if not 1 <= n <= self.train_size:
+    def _loss_indices(self, n: int, gen: torch.Generator, pool: int | None = None) -> Tensor:
+        size = self.train_size if pool is None else min(pool, self.train_size)
+        if not 1 <= n <= size:
+            where = "training set" if pool is None else f"first {size} images of the training set"
             raise UserError(
-                f"loss subset of {n} images does not fit the {self.train_size}-image training set "
-                f"of {self.name}; use a size between 1 and {self.train_size} or a larger --train-subset"
+                f"loss subset of {n} images does not fit the {size}-image {where} "
+                f"of {self.name}; use a size between 1 and {size} or a larger --train-subset"
             )
-        return torch.randperm(self.train_size, generator=gen)[:n]
+        return torch.randperm(size, generator=gen)[:n]
 
 
 class InMemoryDataset(Dataset):
@@ -118,9 +124,9 @@ class InMemoryDataset(Dataset):
         for x, y in zip(self.test_x.split(batch_size), self.test_y.split(batch_size)):
             yield self._normalize(x), y
 
-    def loss_subset(self, n: int, seed: int) -> Batch:
+    def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
         gen = torch.Generator().manual_seed(seed)
-        idx = self._loss_indices(n, gen).to(self.device)
+        idx = self._loss_indices(n, gen, pool).to(self.device)
         return self._augmented(idx, gen), self.train_y[idx]
 
     def _augmented(self, idx: Tensor, gen: torch.Generator) -> Tensor:
@@ -199,8 +205,8 @@ class StreamingDataset(Dataset):
         images = _FileImages(self.test.files, self.test.labels, self._transform(False), None)
         yield from self._stream(images, batch_size)
 
-    def loss_subset(self, n: int, seed: int) -> Batch:
-        idx = self._loss_indices(n, torch.Generator().manual_seed(seed))
+    def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
+        idx = self._loss_indices(n, torch.Generator().manual_seed(seed), pool)
         xs, ys = zip(*self._stream(self._train_images(idx, seed), 256))
         return torch.cat(xs), torch.cat(ys)
 

@@ -29,8 +29,8 @@ def describe_architecture(model: nn.Module) -> dict[str, dict[str, Any]]:
         if isinstance(m, nn.Conv2d):
             arch[name] = {"type": "Conv2d", "in_channels": m.in_channels,
                           "out_channels": m.out_channels, "groups": m.groups}
-        elif isinstance(m, nn.BatchNorm2d):
-            arch[name] = {"type": "BatchNorm2d", "num_features": m.num_features}
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):  # 1d: the hidden linear layer of vgg16
+            arch[name] = {"type": type(m).__name__, "num_features": m.num_features}
         elif isinstance(m, nn.Linear):
             arch[name] = {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features}
     return arch
@@ -50,7 +50,7 @@ def _resize(module: nn.Module, spec: dict[str, Any]) -> None:
         module.weight = blank(module.weight, (module.out_channels, module.in_channels // module.groups, kh, kw))
         if module.bias is not None:
             module.bias = blank(module.bias, (module.out_channels,))
-    elif spec["type"] == "BatchNorm2d":
+    elif spec["type"] in ("BatchNorm2d", "BatchNorm1d"):
         n = module.num_features = spec["num_features"]
         for attr in ("weight", "bias", "running_mean", "running_var"):
             t = getattr(module, attr)

@@ -28,6 +28,7 @@ class JobConfig:
     pruner_config: Any = None  # the pruner's own typed config (see harness.prune.pruner)
     init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
     epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
+    budget_epoch: int | None = None  # unpruned runs with a budget: the schedule epoch of the extra epochs
 
     def validate(self) -> None:
         MODELS.get(self.model)  # unknown model: UserError listing the registered ones
@@ -35,8 +36,16 @@ class JobConfig:
         self.optim.validate()
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
-        if (self.init_checkpoint or self.epoch_budget is not None) and self.pruner is None:
-            raise UserError("--from-checkpoint and --epoch-budget/--match-epochs need a pruner; use `run --pruner ...`")
+        if self.init_checkpoint and self.pruner is None:
+            raise UserError("--from-checkpoint needs a pruner; use `run --pruner ...`")
+        if self.budget_epoch is not None:
+            if self.pruner is not None:
+                raise UserError("--budget-epoch is for unpruned runs; a pruned run trains its extra epochs right "
+                                "after pruning (--prune-epoch)")
+            if self.epoch_budget is None:
+                raise UserError("--budget-epoch places the extra epochs of --epoch-budget/--match-epochs; give one")
+            if not 0 <= self.budget_epoch <= self.epochs:
+                raise UserError(f"--budget-epoch must be in [0, --epochs {self.epochs}] (got {self.budget_epoch})")
         if self.pruner is not None:
             from harness.prune.plugins import load_builtin_pruners
             from harness.prune.pruner import PRUNERS
@@ -58,7 +67,18 @@ class JobConfig:
         d = to_jsonable(asdict(self))
         for key in ("out", "progress", "device"):
             d.pop(key, None)
+        if d.get("budget_epoch") is None:  # added later: states saved before it still resume
+            d.pop("budget_epoch", None)
         return d
+
+
+def prune_epoch_of_record(path: str | Path) -> int | None:
+    """The prune epoch a pruned run's record.json was made with (None for an unpruned one)."""
+    try:
+        value = ((read_json(path).get("config") or {}).get("pruner_config") or {}).get("prune_epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if value is None else int(value)
 
 
 def epochs_of_record(path: str | Path) -> int:

@@ -68,6 +68,15 @@ _TRAINING = (
     Option("seed", "int", "training", default=0),
     Option("device", "str", "training", "auto (CUDA if present), cpu, cuda, cuda:N", default="auto"),
     Option("no_amp", "bool", "training", "disable mixed precision on CUDA", default=False),
+    # Budgets apply to unpruned runs too, so a table's drop is not an artefact of fewer epochs.
+    Option("epoch_budget", "int", "training", "train exactly N epochs in all: a pruned run adds the extra ones "
+           "after pruning, an unpruned one after --budget-epoch"),
+    Option("match_epochs", "str", "training",
+           "same total epoch budget as that run's record.json (e.g. a LAASP run, recovery included)",
+           path=True, metavar="RECORD"),
+    Option("budget_epoch", "int", "training", "unpruned runs with a budget: the schedule epoch at which the extra "
+           "epochs are trained, at its learning rate (default: the matched record's prune epoch, else the "
+           "recipe's prune epoch for --epochs)"),
 )
 _OUTPUT = (
     Option("out", "str", "output", "folder for record.json and checkpoint.pt", path=True),
@@ -97,13 +106,15 @@ _PRUNING = (
            "and record how often the picks agree; the --selection one is applied"),
     Option("chunk_size", "int", "pruning", "LAASP: subset images per pass when scoring candidates"),
     Option("candidate_batch", "int", "pruning", "LAASP: rows per forward when candidates are stacked"),
+    Option("recover_lr", "str", "pruning", "LAASP: recovery epoch k at the schedule's rate of prune_epoch + k "
+           "(schedule, the authors' scripts, default) or all at the rate of prune_epoch (the rule of older records)",
+           choices=("schedule", "prune_epoch")),
+    Option("subset_policy", "str", "pruning", "LAASP: loss subset drawn from the whole training set (random, "
+           "default) or from its first 149,999 images as the authors' scripts do (authors)",
+           choices=("random", "authors")),
     Option("from_checkpoint", "str", "pruning",
            "three-stage mode: prune this trained checkpoint.pt at once, then fine-tune --epochs",
            path=True, metavar="PATH"),
-    Option("epoch_budget", "int", "pruning", "train exactly N epochs in all (extra ones after pruning)"),
-    Option("match_epochs", "str", "pruning",
-           "same total epoch budget as that run's record.json (e.g. a LAASP run, recovery included)",
-           path=True, metavar="RECORD"),
 )
 
 OPTIONS: dict[str, Option] = {o.name: o for o in (*_DATA, *_TRAINING, *_OUTPUT, *_PRUNING)}
@@ -111,7 +122,8 @@ GROUPS = {"data": _DATA, "training": _TRAINING, "output": _OUTPUT, "pruning": _P
 # Options a pruner's Config reads (by field name); the others describe the run itself.
 PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
                    "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
-                   "approx_eta", "approx_confidence", "approx_check", "chunk_size", "candidate_batch")
+                   "approx_eta", "approx_confidence", "approx_check", "chunk_size", "candidate_batch", "recover_lr",
+                   "subset_policy")
 DEFAULT_STEP_SCALE = {"flops": 1.0, "ratio": 0.1}
 
 
@@ -129,10 +141,15 @@ def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def default_prune_epoch(recipe: Any, epochs: int | None) -> int:
+    """The recipe's prune epoch; a shortened run keeps the recipe's share of training before it."""
+    return recipe.prune_epoch if epochs is None else round(recipe.prune_epoch * epochs / recipe.epochs)
+
+
 def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = None):
     """Options (CLI flags or a trial's YAML options, unset ones None) -> a validated `JobConfig`."""
     from harness.data import DataConfig
-    from harness.job.config import JobConfig, epochs_of_record
+    from harness.job.config import JobConfig, epochs_of_record, prune_epoch_of_record
     from harness.models import MODELS
     from harness.train.engine import OptimConfig
     from harness.train.recipes import recipe_for
@@ -151,13 +168,17 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     data = DataConfig(dataset=opts["dataset"], data_root=opts.get("data_root"), train_subset=opts.get("train_subset"),
                       test_subset=opts.get("test_subset"), subset_seed=opts["subset_seed"], download=opts["download"],
                       workers=opts["workers"])
-    budget = opts.get("epoch_budget")
+    budget, budget_epoch = opts.get("epoch_budget"), opts.get("budget_epoch")
     if opts.get("match_epochs"):
         budget = epochs_of_record(opts["match_epochs"])
+        if pruner_config is None and budget_epoch is None:
+            budget_epoch = prune_epoch_of_record(opts["match_epochs"])
+    if pruner_config is None and budget is not None and budget_epoch is None:
+        budget_epoch = default_prune_epoch(recipe, epochs)  # where a pruned run of the recipe adds its epochs
     cfg = JobConfig(model=opts["model"], data=data, optim=optim, epochs=epochs, seed=opts["seed"],
                     device=opts["device"], amp=not opts["no_amp"], out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
-                    init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget)
+                    init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch)
     cfg.validate()
     return cfg
 
@@ -184,8 +205,7 @@ def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str],
     if options.get("from_checkpoint") and values["prune_epoch"] is None:
         values["prune_epoch"] = 0
     elif options.get("epochs") is not None and values["prune_epoch"] is None:
-        # a shortened run keeps the recipe's proportion of training before pruning
-        values["prune_epoch"] = round(recipe.prune_epoch * options["epochs"] / recipe.epochs)
+        values["prune_epoch"] = default_prune_epoch(recipe, options["epochs"])
     ignored = unused_options(pruner, values)
     if ignored:
         message = f"note: {pruner} does not use {', '.join('--' + k.replace('_', '-') for k in ignored)}"

@@ -50,3 +50,36 @@ def read_json(path: str | Path) -> Any:
 
 def cost_entry(before: int, after: int) -> dict[str, float | int]:
     return {"before": int(before), "after": int(after), "reduction": 1.0 - after / before if before else 0.0}
+
+
+# The epochs the papers' "best" accuracy is chosen from. The LAASP authors' scripts keep
+# model_best.pth.tar from the last call of their training loop: every epoch of an unpruned run,
+# the epochs after pruning of a pruned one (their recovery epochs are earlier calls whose best
+# the final phase overwrites). A tie goes to the later epoch, as their checkpoint is
+# overwritten when an epoch equals the best so far.
+FINAL_PHASE_OF_PRUNED = "finetune"
+
+
+def best_epoch(history: list[dict[str, Any]], pruned: bool) -> dict[str, Any] | None:
+    """The best test top-1 of the run's final phase, with its top-5 and where it happened.
+
+    Pruned runs: their ``finetune`` epochs (or, when they have none, the trailing epochs of
+    their last phase); unpruned runs: every epoch. None when there is no epoch to choose from.
+    Chosen on the test set, as the papers do: an optimistic number, reported beside ``final``.
+    """
+    entries = [e for e in history if isinstance(e, dict) and e.get("test_top1") is not None]
+    if pruned and entries:
+        finetune = [e for e in entries if e.get("phase") == FINAL_PHASE_OF_PRUNED]
+        if not finetune:
+            last = entries[-1].get("phase")
+            start = len(entries)
+            while start > 0 and entries[start - 1].get("phase") == last:
+                start -= 1
+            finetune = entries[start:]
+        entries = finetune
+    if not entries:
+        return None
+    best = max(reversed(entries), key=lambda e: e["test_top1"])  # reversed: a tie goes to the later epoch
+    return {"top1": best["test_top1"], "top5": best.get("test_top5"), "loss": best.get("test_loss"),
+            "epoch": best.get("epoch"), "schedule_epoch": best.get("schedule_epoch"), "phase": best.get("phase"),
+            "epochs_considered": len(entries)}

@@ -23,9 +23,9 @@ from harness.train.engine import Engine, TrainingState, make_optimizer
 from harness.errors import UserError
 from harness.prune.flops import Cost, count_cost, reduction
 from harness.job.config import JobConfig
-from harness.job.schedule import run_pruning_schedule
+from harness.job.schedule import run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
-from harness.job.records import FLOPS_COUNTER, cost_entry, to_jsonable, write_json_atomic
+from harness.job.records import FLOPS_COUNTER, best_epoch, cost_entry, to_jsonable, write_json_atomic
 from harness.train.repro import environment, seed_everything
 
 # report(entry, state_path): every history entry (phase train/recover/finetune) and every
@@ -192,7 +192,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
     ctx.started = wall_start  # data loading and model building count too
     if cfg.pruner is None:
-        ctx.train(range(ctx.epochs_in_phase("train"), cfg.epochs), "train")
+        run_unpruned_schedule(ctx)
     else:
         run_pruning_schedule(ctx)
     ctx.stage = "done"
@@ -238,6 +238,7 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "env": environment(ctx.precision.device),
         "history": ctx.state.history,
         "final": final,
+        "best": best_epoch(ctx.state.history, cfg.pruner is not None),  # the papers' model_best, test-selected
         "flops": cost_entry(ctx.baseline_cost.flops, after.flops),
         "params": cost_entry(ctx.baseline_cost.params, after.params),
         "flops_counter": f"{FLOPS_COUNTER}, input 1x{ctx.data.in_channels}x{ctx.data.image_size}x{ctx.data.image_size}",

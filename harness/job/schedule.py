@@ -53,3 +53,21 @@ def _top_up_epochs(ctx, finetune_epochs: int) -> int:
     if planned > budget:
         print(f"note: this run trains {planned} epochs, more than --epoch-budget {budget}; nothing added")
     return max(0, budget - planned)
+
+
+def run_unpruned_schedule(ctx) -> None:
+    """train, with an epoch budget's extra epochs (``budget`` phase) at ``budget_epoch``.
+
+    The extra epochs sit where a pruned run of the same schedule trains its own (right after
+    its prune epoch, at that epoch's learning rate), so an unpruned baseline given its pruned
+    twins' budget sees the same learning rates as they do. Nothing is pruned, so the optimizer
+    carries on. Resumable like the pruned schedule: epochs in the history are not trained again.
+    """
+    cfg = ctx.config
+    extra = 0 if cfg.epoch_budget is None else cfg.epoch_budget - cfg.epochs
+    at = cfg.epochs if cfg.budget_epoch is None else cfg.budget_epoch
+    trained = ctx.epochs_in_phase("train")
+    if extra > 0:
+        ctx.train(range(min(trained, at), at), "train")
+        ctx.train([at] * (extra - ctx.epochs_in_phase("budget")), "budget")
+    ctx.train(range(max(trained, at) if extra > 0 else trained, cfg.epochs), "train")

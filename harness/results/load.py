@@ -98,6 +98,28 @@ def metric(record: dict[str, Any], *path: str) -> float | None:
     return float(value)
 
 
+METRICS = ("final", "best")  # final epoch (default) or the best epoch of the final phase (the papers')
+
+
+def best_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's ``best`` entry; records written before it existed get it from their history
+    (the same rule, `harness.job.records.best_epoch`), else None."""
+    best = record.get("best")
+    if isinstance(best, dict):
+        return best
+    from harness.job.records import best_epoch
+
+    history = record.get("history")
+    return best_epoch(history, not is_unpruned(record)) if isinstance(history, list) else None
+
+
+def accuracy(record: dict[str, Any], which: str, key: str) -> float | None:
+    """``top1``/``top5``/``loss`` of the final evaluation (``which`` "final") or of the best epoch."""
+    if which == "best":
+        return metric(best_of(record) or {}, key)
+    return metric(record, "final", key)
+
+
 def label(record: dict[str, Any]) -> str:
     """A short name of the run for legends and footnotes."""
     if record.get("trial_id"):

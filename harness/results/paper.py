@@ -7,6 +7,11 @@ as transcribed in the project's design note (../shared/design/LAASP.md, "Reporte
 ``flops_reduction`` is a fraction. The seed table's own "drop" column is deliberately not
 stored: drops are always computed from the two accuracies (the seed's ResNet-56 drop, 0.12,
 disagrees with 93.61 - 93.04 = 0.57).
+
+The accuracies are best-epoch numbers: the authors' training loop saves ``model_best`` (the
+epoch with the best test accuracy of its last call, the fine-tuning after pruning) and their
+eval scripts load it. ``table --compare-paper`` therefore shows ours the same way
+(``--metric best``), optimistic like theirs.
 """
 from __future__ import annotations
 

@@ -109,6 +109,29 @@ def _provenance_table(table: Table) -> str:
     return "\n".join(out)
 
 
+def _shown(folder: Path) -> str:
+    """The folder relative to the working directory when inside it: a committed page names no machine path."""
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def _differences_section(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The comparison view against LAASP: the only place the report calls a difference significant."""
+    from harness.errors import UserError
+    from harness.results.against import DEFAULT_AGAINST, build_against_table, summary
+
+    out = ["<h2>Which differences are real</h2>"]
+    try:
+        view = build_against_table(records, DEFAULT_AGAINST)
+    except UserError:
+        return out + [f"<p>No successful {DEFAULT_AGAINST} runs here, so there is no comparison against it "
+                      "(<code>run_bench.py table FOLDER --against PRUNER</code> compares another pruner).</p>"]
+    return out + [f"<p>{_e(DEFAULT_AGAINST)} against every other pruner at the same target, paired by seed "
+                  f"(final-epoch top-1). {_e(summary(view))}</p>", f'<div class="scroll">{to_html(view)}</div>']
+
+
 def _failed_section(records: Sequence[dict[str, Any]]) -> str:
     failed = [r for r in records if not R.is_ok(r)]
     if not failed:
@@ -139,14 +162,22 @@ def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: s
         '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{_e(title)}</title>",
         f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{_e(title)}</h1>",
         f"<p>Generated {now} by <code>run_bench.py report</code> from {len(records)} record(s) in "
-        f"<code>{_e(folder.resolve())}</code>: {ok} successful, {len(records) - ok} failed. Every number below is "
+        f"<code>{_e(_shown(folder))}</code>: {ok} successful, {len(records) - ok} failed. Every number below is "
         "read from those records; nothing is re-measured.</p>",
         "<h2>Results</h2>", f'<div class="scroll">{to_html(table)}</div>',
     ]
+    parts += _differences_section(records)
+    parts += ["<h2>Best epoch (the papers' convention)</h2>",
+              "<p>The same groups with each run's best test epoch of its final phase, as the papers report "
+              "(the authors keep <code>model_best</code>). That epoch is chosen on the test set itself, so these "
+              "numbers are <b>optimistic</b>; the table above (final epoch) is not selected.</p>",
+              f'<div class="scroll">{to_html(build_table(records, metric="best"))}</div>']
     matched = [r for r in paper.rows if r.paper is not None]
     parts.append("<h2>Against the paper</h2>")
     if matched:
         paper.rows = matched
+        parts.append("<p>The paper's accuracies are best-epoch numbers, so ours are shown at the best epoch too "
+                     "(optimistic, like theirs).</p>")
         parts.append(f'<div class="scroll">{to_html(paper)}</div>')
     else:
         parts.append("<p>No model and dataset here appears in the paper's results (CIFAR-10 and ImageNet "

@@ -6,7 +6,8 @@ baseline of every pruned row of that model and dataset. Per group:
 
 - baseline top-1, pruned top-1, pruned top-5: mean ± sample standard deviation (ddof=1) over
   the group's successful runs (one per seed). With a single run the std is undefined and
-  shown as ``n/a`` (empty in CSV), never as 0.
+  shown as ``n/a`` (empty in CSV), never as 0. Accuracies are final-epoch ones, or with
+  ``metric="best"`` the best test epoch of the final phase (the papers'; labelled optimistic).
 - top-1 drop = baseline mean - pruned mean, computed here (positive = accuracy lost).
 - FLOPs / params reduction (mean, %), measured speed-up at batch 1 and 64 (mean of the
   records' ``latency``), runs, failed runs, epochs actually trained (min-max).
@@ -20,6 +21,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from harness.errors import UserError
 from harness.results import load as R
 from harness.results.render import check_format, render
 from harness.results.paper import MATCH_TOLERANCE, PAPER_RESULTS, SOURCE, PaperResult, match_paper
@@ -87,17 +89,33 @@ class Table:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     compare_paper: bool = False
+    metric: str = "final"  # accuracies of the final epoch, or of the best epoch (harness.results.load.METRICS)
     # Another view of the same rows (e.g. harness.results.time_split) brings its own columns and caption.
     view_columns: list["Column"] | None = None
     caption: str = "Pruning results: top-1 accuracy, FLOPs and parameter reduction, speed-up."
 
     @property
     def columns(self) -> list["Column"]:
-        return self.view_columns if self.view_columns is not None else columns(self.compare_paper)
+        return self.view_columns if self.view_columns is not None else columns(self.compare_paper, self.metric)
+
+
+def resolve_metric(metric: str | None, compare_paper: bool = False) -> str:
+    """The accuracy a table shows: final epoch by default; the best epoch beside the paper, whose
+    numbers are best-epoch ones (like with like); a final-epoch comparison with it is refused."""
+    if metric is None:
+        return "best" if compare_paper else "final"
+    if metric not in R.METRICS:
+        raise UserError(f"unknown --metric {metric!r}; use final (the last epoch, default) or best (the best "
+                        "test epoch of the final phase, as the papers report)")
+    if compare_paper and metric != "best":
+        raise UserError("--compare-paper compares with the paper's best-epoch accuracies, so it uses --metric best; "
+                        "drop --metric final")
+    return metric
 
 
 # ------------------------------------------------------------------------- building
-def build_table(records: Sequence[dict[str, Any]], compare_paper: bool = False) -> Table:
+def build_table(records: Sequence[dict[str, Any]], compare_paper: bool = False, metric: str | None = None) -> Table:
+    metric = resolve_metric(metric, compare_paper)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for rec in records:
         target = R.target_of(rec)
@@ -105,19 +123,19 @@ def build_table(records: Sequence[dict[str, Any]], compare_paper: bool = False) 
                None if target is None else round(target, 6))
         groups.setdefault(key, []).append(rec)
 
-    baselines = {(m, d): Stat.of(R.metric(r, "final", "top1") for r in recs if R.is_ok(r))
+    baselines = {(m, d): Stat.of(R.accuracy(r, metric, "top1") for r in recs if R.is_ok(r))
                  for (m, d, p, _), recs in groups.items() if p is None}
     rows = []
     for (model, dataset, pruner, target), recs in groups.items():
         ok = [r for r in recs if R.is_ok(r)]
         failed = [r for r in recs if not R.is_ok(r)]
-        top1 = Stat.of(R.metric(r, "final", "top1") for r in ok)
+        top1 = Stat.of(R.accuracy(r, metric, "top1") for r in ok)
         epochs = [e for e in (R.epochs_of(r) for r in ok) if e is not None]
         row = Row(
             model=model, dataset=dataset, pruner=pruner, target=target, runs=ok, failed=failed,
             baseline=top1 if pruner is None else baselines.get((model, dataset), Stat(None, None, 0)),
             top1=top1,
-            top5=Stat.of(R.metric(r, "final", "top5") for r in ok),
+            top5=Stat.of(R.accuracy(r, metric, "top5") for r in ok),
             flops_reduction=Stat.of(R.metric(r, "flops", "reduction") for r in ok),
             params_reduction=Stat.of(R.metric(r, "params", "reduction") for r in ok),
             speedup={b: Stat.of(R.metric(r, "latency", f"batch_{b}", "speedup") for r in ok) for b in (1, 64)},
@@ -129,7 +147,7 @@ def build_table(records: Sequence[dict[str, Any]], compare_paper: bool = False) 
             row.paper = _paper_for(row)
         rows.append(row)
     rows.sort(key=lambda r: (r.model, r.dataset, r.pruner is not None, r.pruner or "", r.target or 0.0))
-    return Table(rows, _notes(rows, records, compare_paper), compare_paper)
+    return Table(rows, _notes(rows, records, compare_paper, metric), compare_paper, metric)
 
 
 def _paper_for(row: Row) -> PaperResult | None:
@@ -141,8 +159,8 @@ def _paper_for(row: Row) -> PaperResult | None:
     return match_paper(row.model, row.dataset, reduction)
 
 
-def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bool) -> list[str]:
-    notes = [
+def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bool, metric: str) -> list[str]:
+    notes = [metric_note(rows, metric),
         "Grouped by (model, dataset, pruner, target FLOPs reduction). Values are the mean ± sample standard "
         "deviation (ddof=1) over the group's successful runs (one per seed); with a single run the std is "
         "undefined and shown as n/a.",
@@ -200,13 +218,33 @@ def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bo
         notes.append(f"{len(failed)} failed run(s), counted in 'failed' and left out of every mean: "
                      + "; ".join(listed) + more + ".")
     if compare_paper:
-        notes.append(f"Paper columns: {SOURCE}. Each row is matched with the paper's LAASP result for the same "
+        notes.append(f"Paper columns: {SOURCE}. Its accuracies are best-epoch numbers (the authors' scripts keep and "
+                     "evaluate model_best, the best test epoch), so ours are shown the same way. Each row is matched with the paper's LAASP result for the same "
                      f"model and dataset with the nearest FLOPs reduction (within {100 * MATCH_TOLERANCE:.0f} pt), "
                      "unpruned rows with the paper's baseline; paper drops are computed from its two accuracies. "
                      "Δ = ours - paper.")
         if not any(r.paper for r in rows):
             notes.append("No row matches a model and dataset of the paper (it reports CIFAR-10 and ImageNet).")
     return notes
+
+
+def metric_note(rows: Sequence[Row], metric: str) -> str:
+    """What the accuracy columns are, said in every table that shows them."""
+    if metric == "final":
+        return ("Accuracies: each run's test evaluation after its last epoch (records' final). The papers report "
+                "the best test epoch instead (run_bench.py table --metric best).")
+    runs = [rec for r in rows for rec in r.runs]
+    derived = sum(1 for rec in runs if not isinstance(rec.get("best"), dict) and R.best_of(rec) is not None)
+    missing = sum(1 for rec in runs if R.best_of(rec) is None)
+    note = ("Accuracies: each run's BEST test epoch of its final phase (the papers' convention, the authors' "
+            "model_best: the epochs after pruning of a pruned run, every epoch of an unpruned one; top-5 of that "
+            "epoch). The epoch is selected on the test set itself, so these numbers are optimistic; the default "
+            "final-epoch numbers are not selected.")
+    if derived:
+        note += f" {derived} record(s) predate the best field: theirs is read from their per-epoch history."
+    if missing:
+        note += f" {missing} record(s) have no per-epoch history: n/a."
+    return note
 
 
 def _span(epochs: tuple[int, int]) -> str:
@@ -293,17 +331,21 @@ def group_columns() -> list[Column]:
     ]
 
 
-def columns(compare_paper: bool = False) -> list[Column]:
+def columns(compare_paper: bool = False, metric: str = "final") -> list[Column]:
+    # best-epoch accuracies say so in every header and csv name: they are not the final-epoch ones
+    best, pre = (", best epoch", "best_") if metric == "best" else ("", "")
     cols = group_columns() + [
-        Column("baseline top-1 (%)", lambda r: fmt_pm(r.baseline),
-               (("baseline_top1_mean", lambda r: raw_value(r.baseline.mean)),
-                ("baseline_top1_std", lambda r: raw_value(r.baseline.std)),
+        Column(f"baseline top-1{best} (%)", lambda r: fmt_pm(r.baseline),
+               ((f"{pre}baseline_top1_mean", lambda r: raw_value(r.baseline.mean)),
+                (f"{pre}baseline_top1_std", lambda r: raw_value(r.baseline.std)),
                 ("baseline_runs", lambda r: r.baseline.n))),
-        Column("pruned top-1 (%)", lambda r: fmt_pm(r.top1),
-               (("top1_mean", lambda r: raw_value(r.top1.mean)), ("top1_std", lambda r: raw_value(r.top1.std)))),
-        Column("top-1 drop (pt)", lambda r: _num(r.drop), (("top1_drop", lambda r: raw_value(r.drop)),)),
-        Column("pruned top-5 (%)", lambda r: fmt_pm(r.top5),
-               (("top5_mean", lambda r: raw_value(r.top5.mean)), ("top5_std", lambda r: raw_value(r.top5.std)))),
+        Column(f"pruned top-1{best} (%)", lambda r: fmt_pm(r.top1),
+               ((f"{pre}top1_mean", lambda r: raw_value(r.top1.mean)),
+                (f"{pre}top1_std", lambda r: raw_value(r.top1.std)))),
+        Column(f"top-1 drop{best} (pt)", lambda r: _num(r.drop), ((f"{pre}top1_drop", lambda r: raw_value(r.drop)),)),
+        Column(f"pruned top-5{best} (%)", lambda r: fmt_pm(r.top5),
+               ((f"{pre}top5_mean", lambda r: raw_value(r.top5.mean)),
+                (f"{pre}top5_std", lambda r: raw_value(r.top5.std)))),
         Column("FLOPs red. (%)", lambda r: _num(_scaled(r.flops_reduction.mean)),
                (("flops_reduction_pct", lambda r: raw_value(r.flops_reduction.mean, 100)),)),
         Column("params red. (%)", lambda r: _num(_scaled(r.params_reduction.mean)),
@@ -339,8 +381,9 @@ def _scaled(x: float | None) -> float | None:
     return None if x is None else 100 * x
 
 
-def table_for_folder(folder, fmt: str = "md", compare_paper: bool = False) -> str:
+def table_for_folder(folder, fmt: str = "md", compare_paper: bool = False, metric: str | None = None) -> str:
     """Records of ``folder`` -> the rendered table (the ``table`` command's work)."""
     check_format(fmt)  # before reading anything
-    return render(build_table(R.load_records(folder), compare_paper), fmt)
+    metric = resolve_metric(metric, compare_paper)
+    return render(build_table(R.load_records(folder), compare_paper, metric), fmt)
 

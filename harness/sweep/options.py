@@ -13,6 +13,8 @@ from harness.sweep.yaml_lines import _did_you_mean, _kind, _line, _Located
 MATCH_LAASP = "laasp"  # epoch_budget: laasp
 EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed"}
 UNPRUNED_NAMES = (None, "none", "unpruned")
+PRUNED_ONLY = ("from_checkpoint",)  # run options (beside the pruning ones) only a pruned trial reads
+UNPRUNED_ONLY = ("budget_epoch",)   # ... only an unpruned trial reads (epoch_budget applies to both)
 
 
 def trial_options() -> dict[str, Option]:
@@ -35,8 +37,8 @@ def uses(pruner: str | None, key: str) -> bool:
     if key in ("pruner", "seed"):
         return True
     if pruner is None:
-        return key not in pruning_options() and key not in ("epoch_budget", "from_checkpoint")
-    return key not in pruning_options() or key in pruner_fields(pruner)
+        return key not in pruning_options() and key not in PRUNED_ONLY
+    return (key not in pruning_options() or key in pruner_fields(pruner)) and key not in UNPRUNED_ONLY
 
 
 def for_pruner(options: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +74,8 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
         return value
     if key == "epoch_budget" and value == MATCH_LAASP:
         return MATCH_LAASP
+    if key == "epoch_budget" and value in (None, "none"):
+        return None  # no budget, e.g. in a grid block, over a fixed epoch_budget (its old unpruned rule)
     if option.kind == "bool":
         if not isinstance(value, bool):
             raise _Located(line, f"{key} must be true or false (got {_kind(value)})")

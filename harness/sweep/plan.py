@@ -44,9 +44,11 @@ def trial_name(index: int, opts: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
 
 
-def _match_key(opts: dict[str, Any]) -> str:
-    pruning = set(pruning_options()) - {"target_flops", "prune_epoch"}
-    shared = {k: v for k, v in opts.items() if k not in pruning and k not in ("pruner", "epoch_budget")}
+def _match_key(opts: dict[str, Any], unpruned: bool = False) -> str:
+    """What a trial shares with its LAASP twin: the training options, and for a pruned trial also
+    target_flops and prune_epoch (an unpruned trial has neither: every LAASP trial of its run is a twin)."""
+    pruning = set(pruning_options()) - (set() if unpruned else {"target_flops", "prune_epoch"})
+    shared = {k: v for k, v in opts.items() if k not in pruning and k not in ("pruner", "epoch_budget", "budget_epoch")}
     return json.dumps(_jsonable_options(shared), sort_keys=True)
 
 
@@ -58,7 +60,17 @@ def _match_budgets(trials: list[Trial], space: Space) -> None:
     for t in trials:
         if t.options.get("pruner") == "laasp":
             laasp.setdefault(_match_key(t.options), []).append(t)
+            laasp.setdefault("unpruned:" + _match_key(t.options, unpruned=True), []).append(t)
     for t in matched:
+        if t.options.get("pruner") is None:
+            # The unpruned baseline takes the largest budget of its LAASP twins (one per target),
+            # so no pruned group of the table trains longer than it (names joined by ", ").
+            twins = laasp.get("unpruned:" + _match_key(t.options, unpruned=True), [])
+            if not twins:
+                raise UserError(f"epoch_budget: laasp: unpruned trial {t.name} needs a LAASP trial with the same "
+                                "model, data, training options and seed, but the plan has none")
+            t.budget_from, t.stage = ", ".join(x.name for x in twins), "matched"
+            continue
         twins = laasp.get(_match_key(t.options), [])
         if len(twins) != 1:
             why = "no LAASP trial" if not twins else f"{len(twins)} LAASP trials ({', '.join(x.name for x in twins)})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from harness.sweep.options import pruner_fields, pruning_options
+from harness.sweep.options import PRUNED_ONLY, UNPRUNED_ONLY, pruner_fields, pruning_options
 from harness.sweep.search import Param
 from harness.sweep.space import Space
 
@@ -47,8 +47,8 @@ class SpaceSampler:
         if key in ("pruner", "seed"):
             return True
         if pruner is None:
-            return key not in pruning and key not in ("epoch_budget", "from_checkpoint")
-        return key not in pruning or key in self.fields.get(pruner, frozenset())
+            return key not in pruning and key not in PRUNED_ONLY
+        return (key not in pruning or key in self.fields.get(pruner, frozenset())) and key not in UNPRUNED_ONLY
 
     def _for_pruner(self, opts: dict[str, Any]) -> dict[str, Any]:
         pruner = opts.get("pruner")

@@ -27,7 +27,9 @@ Paths in the file (plugins, data_root, from_checkpoint) are relative to the file
 LAASP's ``recover_epoch`` for ``l1_uniform``) are not sent to it; duplicate trials that
 result (the unpruned run at several targets) are planned once. ``epoch_budget: laasp`` gives
 every non-LAASP pruned trial the total epochs its LAASP twin (same options and seed)
-actually trained, recovery included: those trials run in a second stage.
+actually trained, recovery included, and the unpruned trial the largest budget of its LAASP
+twins (every target of its seed): those trials run in a second stage. ``epoch_budget: none``
+(e.g. in a grid block) leaves a trial without a budget.
 """
 from __future__ import annotations
 

@@ -115,7 +115,7 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
     cfg = None
     try:
         if trial.budget_from:
-            options["epoch_budget"] = _matched_budget(ctx, trial.budget_from)
+            options.update(_matched_budget(ctx, trial.budget_from, options))
         cfg = job_config(options, str(out), ctx.plugins)
         if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
             record = read_json(out / "record.json")
@@ -202,14 +202,23 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
     return fields
 
 
-def _matched_budget(ctx: SweepContext, source: str) -> int:
-    path = ctx.record_path(source)
-    if not path.exists():
-        raise UserError(f"epoch budget source {source} has no record yet (it runs in the first stage)")
-    rec = read_json(path)
-    if rec.get("status") != "ok":
-        raise UserError(f"epoch budget source {source} failed ({rec.get('error')}), so this trial has no budget")
-    return int(rec["epochs_trained"])
+def _matched_budget(ctx: SweepContext, sources: str, options: dict[str, Any]) -> dict[str, Any]:
+    """epoch_budget from the LAASP twin's record; an unpruned trial (several twins, ", "-joined)
+    takes the largest, and trains its extra epochs at that twin's prune epoch unless it sets one."""
+    records = []
+    for source in sources.split(", "):
+        path = ctx.record_path(source)
+        if not path.exists():
+            raise UserError(f"epoch budget source {source} has no record yet (it runs in the first stage)")
+        rec = read_json(path)
+        if rec.get("status") != "ok":
+            raise UserError(f"epoch budget source {source} failed ({rec.get('error')}), so this trial has no budget")
+        records.append(rec)
+    longest = max(records, key=lambda r: int(r["epochs_trained"]))
+    out: dict[str, Any] = {"epoch_budget": int(longest["epochs_trained"])}
+    if options.get("pruner") is None and options.get("budget_epoch") is None:
+        out["budget_epoch"] = int(longest["config"]["pruner_config"]["prune_epoch"])
+    return out
 
 
 def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) -> dict[str, Any] | None:
