@@ -43,7 +43,7 @@ def global_events(groups: list[CoupledGroup], generator: torch.Generator) -> lis
 class L1Global(OneShotPruner):
     criterion = "l1"
 
-    def plan(self, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
+    def plan(self, ctx, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
              tolerance: float, generator: torch.Generator) -> Plan:
         events = global_events(groups, generator)
         sol = solve([g for _, g, _ in events], model, budget, tolerance)

@@ -33,6 +33,10 @@ class PruneSchedule:
         if not 0 < self.target_flops < 1:
             raise UserError(f"--target-flops must be a fraction in (0, 1), e.g. 0.55 for 55% fewer FLOPs "
                             f"(got {self.target_flops})")
+        self.validate_schedule(job)
+
+    def validate_schedule(self, job=None) -> None:
+        """The checks besides the target (for configs that may give hand-set rates instead)."""
         if not 0 < self.max_prune_rate <= 1:
             raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
         if self.prune_epoch < 0:
