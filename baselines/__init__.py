@@ -1,9 +1,15 @@
 """Baseline pruners, registered in `harness.prune.pruner.PRUNERS` on import.
 
-One-shot at ``prune_epoch``: ``l1_uniform`` (Li et al. 2017's criterion at a uniform ratio),
-``gm_uniform`` (FPGM's criterion alone, hard), ``random`` (`baselines.uniform`) and ``l1_global``
-(`baselines.global_l1`). The published methods, each as its paper and official code define it
-(`harness.prune.pruner.MethodCard` on each class says what is faithful and what is adapted):
-``sfp`` and ``fpgm`` (`baselines.soft`).
+The published methods, each as its paper and official code define it (the `MethodCard` on each
+class, also in every record and the README's table, says what is faithful and what is adapted):
+``pfec`` (`baselines.pfec`), ``sfp`` and ``fpgm`` (`baselines.soft`), ``hrank``
+(`baselines.hrank`), ``taylor`` (`baselines.taylor`), ``slimming`` (`baselines.slimming`),
+``depgraph`` (`baselines.depgraph`), ``lamp`` (`baselines.lamp`) and ``tp:<Importance>`` for
+every importance class of torch-pruning (`baselines.tp_zoo`).
+
+Criterion controls, one-shot at ``prune_epoch``: ``l1_uniform``, ``gm_uniform`` (FPGM's criterion
+alone, hard) and ``random`` at a uniform ratio (`baselines.uniform`), ``l1_global`` ranked across
+layers (`baselines.global_l1`).
 """
-from baselines import global_l1, soft, uniform  # noqa: F401  (registration happens on import)
+from baselines import (depgraph, global_l1, hrank, lamp, pfec, slimming, soft, taylor,  # noqa: F401 (registration)
+                       tp_zoo, uniform)

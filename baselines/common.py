@@ -224,6 +224,29 @@ def group_scores(group: CoupledGroup, criterion: str, generator: torch.Generator
     return total
 
 
+def ranked_events(groups: Sequence[CoupledGroup], scores: dict[int, torch.Tensor]) -> list[tuple[float, int, int]]:
+    """(score, group index, root channel) of every removable channel, lowest first: a global
+    ranking across groups, each group offering at most its cap (ties: module order, channel)."""
+    events = []
+    for g in groups:
+        s = scores[g.index]
+        order = torch.argsort(s, stable=True)[: g.cap]
+        events += [(float(s[k]), g.index, int(k)) for k in order]
+    events.sort()
+    return events
+
+
+def plan_from_ranking(events: list[tuple[float, int, int]], model: FlopsModel, budget: float, tolerance: float,
+                      criterion: str, **extra: Any) -> "Plan":
+    """Follow a global ranking (`ranked_events`) until the budget (`solve`): the removal plan."""
+    sol = solve([g for _, g, _ in events], model, budget, tolerance)
+    removed: dict[int, list[int]] = {}
+    for pos in sol.taken:
+        _, g, k = events[pos]
+        removed.setdefault(g, []).append(k)
+    return Plan(removed, sol.flops, criterion, sol.skipped, extra)
+
+
 # ------------------------------------------------------------------------- the pruner skeleton
 @dataclass
 class Plan:

@@ -41,6 +41,7 @@ import torch
 
 from baselines.common import (FINISH_TOLERANCE, CoupledGroup, FlopsModel, coupled_groups, group_rows, layer_rates,
                               record_fields, report_reach, solve, step_entry)
+from baselines.masks import channel_params, remove_channels, zero_channels
 from baselines.rates import RatesConfig, counts_from_rates, rate_scopes
 from baselines.uniform import uniform_events
 from harness.errors import UserError
@@ -49,32 +50,6 @@ from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import PrunableNetwork
 from harness.prune.pruner import PRUNERS, MethodCard, Pruner
-
-
-@torch.no_grad()
-def zero_channels(groups: list[CoupledGroup], pruned: list[list[int]], batch_norm: bool = False) -> None:
-    """Zero root channels ``pruned[g]`` of each group in every member conv (weights and bias);
-    with ``batch_norm`` also the affine weight and shift of the batch norm after each member,
-    which makes the channel output exactly zero (the network that `remove_channels` gives)."""
-    for g in groups:
-        for layer, idxs in g.members:
-            filters = [idxs[k] for k in pruned[g.index]]
-            if not filters:
-                continue
-            layer.module.weight[filters] = 0
-            if layer.module.bias is not None:
-                layer.module.bias[filters] = 0
-            if batch_norm and layer.bn is not None and layer.bn.weight is not None:
-                layer.bn.weight[filters] = 0
-                layer.bn.bias[filters] = 0
-
-
-def remove_channels(net: PrunableNetwork, groups: list[CoupledGroup], pruned: list[list[int]]) -> None:
-    """Remove the root channels ``pruned[g]`` of each group (and all that is coupled to them).
-    Groups share no output channels, so one group's removal leaves the others' indices valid."""
-    for g in groups:
-        if pruned[g.index]:
-            net.remove(g.root, sorted(pruned[g.index]))
 
 
 @dataclass(frozen=True)
@@ -124,21 +99,8 @@ class SoftFilterPruner(Pruner):
                                      seconds, ctx.state.epochs_trained, regrown=regrown))
 
     def _gradient_masks(self, ctx) -> list[tuple[torch.nn.Parameter, torch.Tensor]]:
-        """(parameter, 0/1 multiplier) for the conv weights and biases of the masked filters."""
         if self._grad_masks is None:
-            _, groups = self.structure(ctx)
-            masks = []
-            for g in groups:
-                for layer, idxs in g.members:
-                    filters = [idxs[k] for k in self.pruned[g.index]]
-                    if not filters:
-                        continue
-                    for p in (layer.module.weight, layer.module.bias):
-                        if p is not None:
-                            keep = torch.ones(p.shape[0], device=p.device, dtype=p.dtype)
-                            keep[filters] = 0
-                            masks.append((p, keep.view(-1, *([1] * (p.dim() - 1)))))
-            self._grad_masks = masks
+            self._grad_masks = channel_params(self.structure(ctx)[1], self.pruned, batch_norm=False)
         return self._grad_masks
 
     # ----------------------------------------------------------------- lifecycle

@@ -33,7 +33,14 @@ from baselines.common import CoupledGroup, FlopsModel, OneShotPruner, Plan, grou
 from baselines.rates import counts_from_rates, rate_scopes
 from harness.prune.criteria import lowest
 from harness.prune.prunable import PrunableNetwork
-from harness.prune.pruner import PRUNERS
+from harness.prune.pruner import PRUNERS, MethodCard
+
+_CONTROL = dict(
+    official_code="none: a criterion-only control of the harness (baselines/uniform.py)",
+    adapted="not a published method: every coupled group (residual ones included, scored summed over their convs) "
+            "at one uniform ratio solved for the FLOPs target, hard and one-shot at prune_epoch",
+    defaults="the run's recipe; the shared schedule's fine-tuning",
+)
 
 
 def uniform_events(groups: list[CoupledGroup]) -> list[tuple[float, int]]:
@@ -54,9 +61,13 @@ class UniformPruner(OneShotPruner):
         """Lowest go first."""
         return group_scores(group, self.criterion, generator)
 
+    def hand_rates(self) -> tuple[float, ...] | None:
+        """Rates set by hand instead of a solved target (``--rates``; PFEC: also its presets)."""
+        return getattr(self.config, "rates", None)
+
     def plan(self, ctx, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
              tolerance: float, generator: torch.Generator) -> Plan:
-        rates = getattr(self.config, "rates", None)
+        rates = self.hand_rates()
         if rates:
             scopes = rate_scopes(ctx.config.model, len(rates), [g.root.name for g in groups])
             counts = counts_from_rates(rates, scopes, [g.channels for g in groups], self.keep_floor)
@@ -77,14 +88,21 @@ class UniformPruner(OneShotPruner):
 @PRUNERS.register("l1_uniform", source="Li et al. 2017: uniform ratio per layer, smallest L1 norm")
 class L1Uniform(UniformPruner):
     criterion = "l1"
+    method = MethodCard(paper="criterion of Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017 (the method: "
+                              "pfec)", faithful="L1 norm of each filter, smallest removed", **_CONTROL)
 
 
 @PRUNERS.register("gm_uniform", source="He et al. 2019's geometric-median criterion alone, hard and one-shot "
                                         "at a uniform ratio per layer (criterion-only control for fpgm)")
 class GMUniform(UniformPruner):
     criterion = "eucl"
+    method = MethodCard(paper="criterion of He et al., Filter Pruning via Geometric Median, CVPR 2019 (the method: "
+                              "fpgm)", faithful="smallest sum of Euclidean distances to the layer's other filters, on "
+                                                "the raw weights", **_CONTROL)
 
 
 @PRUNERS.register("random", source="random filters at a uniform ratio per layer (sanity baseline)")
 class RandomUniform(UniformPruner):
     criterion = "random"
+    method = MethodCard(paper="none: random filters (sanity baseline)", faithful="random ranking seeded from the run's "
+                                                                                "seed", **_CONTROL)

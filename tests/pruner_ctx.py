@@ -19,7 +19,8 @@ class FakeCtx:
                  classes: int = 10, batch_size: int = 16):
         self.model = model
         self.data = SimpleNamespace(image_size=size, in_channels=in_channels)
-        self.config = SimpleNamespace(seed=seed, pruner="test", model=model_name)
+        self.config = SimpleNamespace(seed=seed, pruner="test", model=model_name,
+                                      optim=SimpleNamespace(batch_size=batch_size))
         self.state = SimpleNamespace(epochs_trained=0, optimizer=None)
         self.stage = "prune"
         self.baseline_cost = count_cost(model, size, in_channels)

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from baselines.common import coupled_groups, group_rows
-from baselines.soft import geometric_median_choice, zero_channels
+from baselines.masks import zero_channels
+from baselines.soft import geometric_median_choice
 from harness.models import build_model
 from harness.prune.plugins import load_builtin_pruners
 from harness.prune.prunable import PrunableNetwork

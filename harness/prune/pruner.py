@@ -138,6 +138,25 @@ class Pruner(ABC):
         return getattr(type(self), hook) is not getattr(Pruner, hook)
 
 
+def method_table(names: list[str] | None = None) -> str:
+    """The README's method table (markdown) from the registered pruners' cards; the
+    ``tp:<Importance>`` family is one row."""
+    rows, seen_family = [], False
+    for name in names if names is not None else PRUNERS.names():
+        card = PRUNERS.get(name).method
+        if card is None:
+            continue
+        if name.startswith("tp:"):
+            if seen_family:
+                continue
+            seen_family, importance = True, name[3:]
+            name = "tp:<Importance>"
+            card = MethodCard(*(v.replace(importance, "<Importance>") for v in asdict(card).values()))
+        rows.append(f"| `{name}` | " + " | ".join(v.replace("|", "\\|") for v in asdict(card).values()) + " |")
+    head = "| pruner | paper | official code checked against | faithful | adapted | defaults |\n|---|---|---|---|---|---|"
+    return "\n".join([head, *rows]) + "\n"
+
+
 def method_block(name: str, pruner: Pruner) -> dict[str, Any]:
     """The record's ``method`` block: the pruner's card, or (a plugin without one) its ``source``."""
     if pruner.method is not None:
