@@ -24,7 +24,7 @@ from harness.errors import UserError
 from harness.models import classifier_modules
 from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
-from harness.prune.prunable import PrunableNetwork
+from harness.prune.prunable import PrunableNetwork, kept_modes
 
 
 def example_input(ctx) -> torch.Tensor:
@@ -35,7 +35,7 @@ def example_input(ctx) -> torch.Tensor:
 def build_pruner(cls: type, ctx, importance: Any, global_pruning: bool, iterative_steps: int, max_prune_rate: float,
                  **kwargs: Any) -> Any:
     """A torch-pruning pruner over every prunable conv (the classifier is never pruned)."""
-    with torch.enable_grad():
+    with torch.enable_grad(), kept_modes(ctx.model):  # the library's tracing leaves eval mode on
         return cls(ctx.model, example_input(ctx), importance=importance, global_pruning=global_pruning,
                    pruning_ratio=1.0, iterative_steps=iterative_steps, max_pruning_ratio=max_prune_rate,
                    ignored_layers=list(classifier_modules(ctx.model)), **kwargs)

@@ -25,6 +25,14 @@ from tests.pruner_ctx import FakeCtx
 load_builtin_pruners()
 
 BASELINES = ("l1_uniform", "gm_uniform", "random", "l1_global")
+# The published methods, with settings that keep the test fast (fewer torch-pruning steps, few
+# images for ranks and Taylor scores): what is tested is the landing on the FLOPs target.
+PUBLISHED = {
+    "pfec": {}, "sfp": {}, "fpgm": {"norm_share": 0.25}, "hrank": {"rank_images": 4}, "slimming": {},
+    "taylor": {"frequency": 1, "prune_iterations": 2}, "depgraph": {"iterative_steps": 20},
+    "lamp": {"iterative_steps": 20}, "tp:GroupMagnitudeImportance": {"iterative_steps": 20, "global_ranking": True},
+    "tp:GroupTaylorImportance": {"iterative_steps": 20},
+}
 UNIFORM = ("l1_uniform", "gm_uniform", "random")
 # ResNet-50 and MobileNetV2 at 64x64 to stay fast: the FLOPs *fraction* is what is tested.
 ZOO = (("resnet56", 32), ("vgg16", 32), ("resnet50", 64), ("mobilenet_v2", 64))
@@ -66,6 +74,23 @@ def test_target_reached_within_one_point(name: str, size: int, pruner: str, capl
     assert all(0 <= r < 1 for r in fields["layer_rates"].values())
     out = ctx.model(torch.zeros(2, 3, size, size))  # the pruned network still runs
     assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("pruner", PUBLISHED)
+@pytest.mark.parametrize(("name", "size"), ZOO, ids=[z[0] for z in ZOO])
+def test_published_methods_reach_the_target_within_half_a_point(name: str, size: int, pruner: str) -> None:
+    """prune at the prune point, then the end of training (soft masks removed, Taylor's gates)."""
+    torch.manual_seed(0)
+    model = build_model(name, 10, 3)
+    ctx = FakeCtx(model, size, model_name=name, batch_size=4)
+    p = PRUNERS.get(pruner)(PRUNERS.get(pruner).Config(target_flops=0.55, **PUBLISHED[pruner]))
+    fields = p.prune(ctx)
+    fields = p.on_train_end(ctx) or fields
+    reached = ctx.reduction()
+    assert fields["target_reached"] and 0.55 <= reached < 0.555, reached
+    assert fields["trace"][-1]["flops_reduction"] == pytest.approx(reached, abs=1e-9)
+    assert all(0 <= r < 1 for r in fields["layer_rates"].values()) and max(fields["layer_rates"].values()) > 0
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
 
 
 @pytest.mark.parametrize(("name", "size"), ZOO, ids=[z[0] for z in ZOO])

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.prune.prunable import kept_modes
+
 
 def feature_map_rank(activation: torch.Tensor) -> torch.Tensor:
     """Sum over the images of each channel's feature-map rank: (N, C, H, W) -> (C,) float64."""
@@ -87,7 +89,8 @@ class Probe:
     def rank(self, conv: nn.Module, bn: nn.Module | None) -> torch.Tensor:
         if self._ranks is None:
             self._ranks = RankRecorder(self.targets)
-            with self._ranks, torch.no_grad(), _eval(self.model):
+            with self._ranks, torch.no_grad(), kept_modes(self.model):
+                self.model.eval()
                 for x in self.x.split(self.batch_size):
                     self.model(x)
         return self._ranks.mean(self._target(conv, bn))
@@ -101,7 +104,8 @@ class Probe:
             params = [p for m in bns for p in (m.weight, m.bias)]
             sums = {m: torch.zeros(m.num_features, dtype=torch.float64) for m in bns}
             batches = 0
-            with _eval(self.model):
+            with kept_modes(self.model):
+                self.model.eval()
                 for x, y in zip(self.x.split(self.batch_size), self.y.split(self.batch_size)):
                     grads = torch.autograd.grad(F.cross_entropy(self.model(x).float(), y), params, allow_unused=True)
                     for i, m in enumerate(bns):
@@ -115,18 +119,3 @@ class Probe:
                     batches += 1
             self._taylor = {m: s / max(batches, 1) for m, s in sums.items()}
         return self._taylor[bn]
-
-
-class _eval:
-    """Eval mode inside, the model's modes restored after."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.modes = {m: m.training for m in self.model.modules()}
-        self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        for m, mode in self.modes.items():
-            m.training = mode
