@@ -1,8 +1,15 @@
 """Baseline pruners, registered in `harness.prune.pruner.PRUNERS` on import.
 
-``l1_uniform`` (Li et al. 2017), ``fpgm`` (He et al. 2019) and ``random`` prune the same
-fraction of every layer (`baselines.uniform`); ``l1_global`` ranks all filters together
-(`baselines.global_l1`). All four are one-shot: they prune once at ``prune_epoch`` and leave
-recovery to the fine-tuning epochs of the shared schedule (`harness.prune.pruner`).
+The published methods, each as its paper and official code define it (the `MethodCard` on each
+class, also in every record and the README's table, says what is faithful and what is adapted):
+``pfec`` (`baselines.pfec`), ``sfp`` and ``fpgm`` (`baselines.soft`), ``hrank``
+(`baselines.hrank`), ``taylor`` (`baselines.taylor`), ``slimming`` (`baselines.slimming`),
+``depgraph`` (`baselines.depgraph`), ``lamp`` (`baselines.lamp`) and ``tp:<Importance>`` for
+every importance class of torch-pruning (`baselines.tp_zoo`).
+
+Criterion controls, one-shot at ``prune_epoch``: ``l1_uniform``, ``gm_uniform`` (FPGM's criterion
+alone, hard) and ``random`` at a uniform ratio (`baselines.uniform`), ``l1_global`` ranked across
+layers (`baselines.global_l1`).
 """
-from baselines import global_l1, uniform  # noqa: F401  (registration happens on import)
+from baselines import (depgraph, global_l1, hrank, lamp, pfec, slimming, soft, taylor,  # noqa: F401 (registration)
+                       tp_zoo, uniform)

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from harness.prune.criteria import CRITERIA, CriterionInput
+from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import Layer, PrunableNetwork
@@ -72,6 +72,23 @@ class CoupledGroup:
     @property
     def names(self) -> list[str]:
         return [layer.name for layer, _ in self.members]
+
+
+def is_residual_tied(group: CoupledGroup) -> bool:
+    """Whether the group's channels are shared through a residual addition: more than one
+    member conv that is not depthwise (an expansion conv and its depthwise conv are one unit,
+    not a residual tie)."""
+    return sum(1 for layer, _ in group.members if not _depthwise(layer.module)) > 1
+
+
+def _depthwise(conv: nn.Conv2d) -> bool:
+    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+
+def group_rows(group: CoupledGroup) -> torch.Tensor:
+    """Row k: the weights of channel k's filter in every member conv, concatenated (float64,
+    CPU). For a one-conv group, exactly that conv's filters."""
+    return torch.cat([filter_rows(layer.module)[idxs].cpu() for layer, idxs in group.members], dim=1)
 
 
 def cap_count(channels: int, max_prune_rate: float) -> int:
@@ -207,6 +224,29 @@ def group_scores(group: CoupledGroup, criterion: str, generator: torch.Generator
     return total
 
 
+def ranked_events(groups: Sequence[CoupledGroup], scores: dict[int, torch.Tensor]) -> list[tuple[float, int, int]]:
+    """(score, group index, root channel) of every removable channel, lowest first: a global
+    ranking across groups, each group offering at most its cap (ties: module order, channel)."""
+    events = []
+    for g in groups:
+        s = scores[g.index]
+        order = torch.argsort(s, stable=True)[: g.cap]
+        events += [(float(s[k]), g.index, int(k)) for k in order]
+    events.sort()
+    return events
+
+
+def plan_from_ranking(events: list[tuple[float, int, int]], model: FlopsModel, budget: float, tolerance: float,
+                      criterion: str, **extra: Any) -> "Plan":
+    """Follow a global ranking (`ranked_events`) until the budget (`solve`): the removal plan."""
+    sol = solve([g for _, g, _ in events], model, budget, tolerance)
+    removed: dict[int, list[int]] = {}
+    for pos in sol.taken:
+        _, g, k = events[pos]
+        removed.setdefault(g, []).append(k)
+    return Plan(removed, sol.flops, criterion, sol.skipped, extra)
+
+
 # ------------------------------------------------------------------------- the pruner skeleton
 @dataclass
 class Plan:
@@ -225,21 +265,25 @@ class OneShotPruner(Pruner):
     Config = BaselineConfig
     criterion: str = "l1"  # recorded in the trace and removed_per_criterion
 
-    def plan(self, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
+    def plan(self, ctx, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
              tolerance: float, generator: torch.Generator) -> Plan:
         """Decide the removal: FLOPs <= ``budget`` MACs, landing within ``tolerance`` of it if possible."""
         raise NotImplementedError
+
+    def groups(self, net: PrunableNetwork) -> list[CoupledGroup]:
+        """The groups this pruner may cut (all of them; PFEC: the block-internal ones)."""
+        return coupled_groups(net, self.config.max_prune_rate)
 
     def prune(self, ctx) -> dict[str, Any]:
         cfg = self.config
         start = time.perf_counter()
         net = PrunableNetwork(ctx.model, ctx.data.image_size, ctx.data.in_channels)
-        groups = coupled_groups(net, cfg.max_prune_rate)
+        groups = self.groups(net)
         model = FlopsModel(net, groups)
-        budget = (1.0 - cfg.target_flops) * ctx.baseline_cost.flops
+        budget = (1.0 - (cfg.target_flops or 0.0)) * ctx.baseline_cost.flops
         tolerance = FINISH_TOLERANCE * ctx.baseline_cost.flops
         generator = torch.Generator().manual_seed(ctx.config.seed)
-        plan = self.plan(net, groups, model, budget, tolerance, generator)
+        plan = self.plan(ctx, net, groups, model, budget, tolerance, generator)
         for g in groups:
             idxs = plan.removed.get(g.index, [])
             if idxs:
@@ -251,33 +295,58 @@ class OneShotPruner(Pruner):
             log.warning("%s: FLOPs model predicted %d MACs, counter says %d", type(self).__name__,
                         plan.predicted_flops, flops)
         reduction = flops_reduction(ctx.baseline_cost.flops, flops)
-        reached = flops <= budget + 1e-6
-        if not reached:
-            print(f"{ctx.config.pruner}: target FLOPs reduction {cfg.target_flops:.3f} is unreachable under the "
-                  f"per-layer cap {cfg.max_prune_rate}: stopped at {reduction:.3f}")
+        reached = report_reach(ctx, cfg, flops, budget, reduction)
         removed = sum(len(v) for v in plan.removed.values())
         ctx.report({"phase": "prune", "step": 1, **ctx.cost_fields()})
-        rates = {}
-        for g in groups:
-            for layer, _ in g.members:
-                rates[layer.name] = len(plan.removed.get(g.index, [])) / g.channels
-        step = StepResult(step=1, layer="*", criterion=plan.criterion, removed=removed, loss=None,
-                          runner_up_loss=None, flops_reduction=reduction, candidates=None, tied_criteria=[],
-                          selection_s=selection_s)
-        trace = [{**step.as_dict(), "epochs_trained": ctx.state.epochs_trained}]
-        return {
-            "target_flops": cfg.target_flops,
-            "target_reached": reached,
-            "trace": trace,
-            "removed_per_criterion": {plan.criterion: removed},
-            "layer_rates": {layer.name: rates.get(layer.name, 0.0) for layer in net.layers},
-            # LAASP's remaining keys, not applicable to a one-shot pruner: kept so that every
-            # record has the same top-level fields
-            "recoveries": 0,
-            "subset_size": None,
-            "selection": None,
-            "approx_agreement": None,
-            # layers whose group lost one channel fewer than the order gave it, to land near the target
-            "passed_over": [name for g in plan.passed_over for name in groups[g].names],
-            **plan.extra,
-        }
+        trace = [step_entry(1, plan.criterion, removed, reduction, selection_s, ctx.state.epochs_trained)]
+        counts = {g.index: len(plan.removed.get(g.index, [])) for g in groups}
+        return record_fields(cfg, reached, trace, plan.criterion, removed, layer_rates(net, groups, counts),
+                             [name for g in plan.passed_over for name in groups[g].names], **plan.extra)
+
+
+# ------------------------------------------------------------------------- record fields
+def report_reach(ctx, cfg, flops: int, budget: float, reduction: float) -> bool | None:
+    """Whether the FLOPs target was met (None for hand-set rates: there is no target); says so when not."""
+    if cfg.target_flops is None:
+        return None
+    reached = flops <= budget + 1e-6
+    if not reached:
+        print(f"{ctx.config.pruner}: target FLOPs reduction {cfg.target_flops:.3f} is unreachable under the "
+              f"per-layer cap {cfg.max_prune_rate}: stopped at {reduction:.3f}")
+    return reached
+
+
+def step_entry(step: int, criterion: str, removed: int, reduction: float, selection_s: float,
+               epochs_trained: int, **extra: Any) -> dict[str, Any]:
+    """One trace entry of a baseline (the same keys as LAASP's steps, on layer ``"*"``)."""
+    result = StepResult(step=step, layer="*", criterion=criterion, removed=removed, loss=None,
+                        runner_up_loss=None, flops_reduction=reduction, candidates=None, tied_criteria=[],
+                        selection_s=selection_s)
+    return {**result.as_dict(), "epochs_trained": epochs_trained, **extra}
+
+
+def layer_rates(net: PrunableNetwork, groups: list[CoupledGroup], counts: dict[int, int]) -> dict[str, float]:
+    """Pruned fraction of every prunable layer (a group's members share its rate; others 0)."""
+    rates = {layer.name: counts.get(g.index, 0) / g.channels for g in groups for layer, _ in g.members}
+    return {layer.name: rates.get(layer.name, 0.0) for layer in net.layers}
+
+
+def record_fields(cfg, reached: bool | None, trace: list[dict[str, Any]], criterion: str, removed: int,
+                  rates: dict[str, float], passed_over: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    """The record fields every baseline returns (LAASP's keys, so every record has the same ones)."""
+    return {
+        "target_flops": cfg.target_flops,
+        "target_reached": reached,
+        "trace": trace,
+        "removed_per_criterion": {criterion: removed},
+        "layer_rates": rates,
+        # LAASP's remaining keys, not applicable to a baseline: kept so that every record has the
+        # same top-level fields
+        "recoveries": 0,
+        "subset_size": None,
+        "selection": None,
+        "approx_agreement": None,
+        # layers whose group lost one channel fewer than the order gave it, to land near the target
+        "passed_over": passed_over or [],
+        **extra,
+    }

@@ -22,33 +22,34 @@ from __future__ import annotations
 
 import torch
 
-from baselines.common import CoupledGroup, FlopsModel, OneShotPruner, Plan, group_scores, solve
+from baselines.common import (CoupledGroup, FlopsModel, OneShotPruner, Plan, group_scores, plan_from_ranking,
+                              ranked_events)
 from harness.prune.prunable import PrunableNetwork
-from harness.prune.pruner import PRUNERS
+from harness.prune.pruner import PRUNERS, MethodCard
 
 
 def global_events(groups: list[CoupledGroup], generator: torch.Generator) -> list[tuple[float, int, int]]:
     """(normalised L1, group index, root channel) for every removable filter, weakest first."""
-    events = []
+    scores = {}
     for g in groups:
-        scores = group_scores(g, "l1", generator)
-        normalised = scores / scores.mean().clamp_min(1e-12)
-        order = torch.argsort(normalised, stable=True)[: g.cap]
-        events += [(float(normalised[k]), g.index, int(k)) for k in order]
-    events.sort()
-    return events
+        l1 = group_scores(g, "l1", generator)
+        scores[g.index] = l1 / l1.mean().clamp_min(1e-12)
+    return ranked_events(groups, scores)
 
 
 @PRUNERS.register("l1_global", source="global L1 ranking, each filter's L1 divided by its layer's mean L1")
 class L1Global(OneShotPruner):
     criterion = "l1"
+    method = MethodCard(
+        paper="none: a global-L1 control of the harness (torch-pruning's default normalisation for global ranking)",
+        official_code="none: baselines/global_l1.py",
+        faithful="one ranking of all filters by L1 divided by the mean L1 of the filter's layer (coupled groups: summed "
+                 "over their convs)",
+        adapted="not a published method; per-layer cap, hard and one-shot at prune_epoch to the FLOPs target",
+        defaults="the run's recipe; the shared schedule's fine-tuning",
+    )
 
-    def plan(self, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
+    def plan(self, ctx, net: PrunableNetwork, groups: list[CoupledGroup], model: FlopsModel, budget: float,
              tolerance: float, generator: torch.Generator) -> Plan:
-        events = global_events(groups, generator)
-        sol = solve([g for _, g, _ in events], model, budget, tolerance)
-        removed: dict[int, list[int]] = {}
-        for pos in sol.taken:
-            _, g, k = events[pos]
-            removed.setdefault(g, []).append(k)
-        return Plan(removed, sol.flops, self.criterion, sol.skipped, {"score_normalisation": "layer_mean_l1"})
+        return plan_from_ranking(global_events(groups, generator), model, budget, tolerance, self.criterion,
+                                 score_normalisation="layer_mean_l1")

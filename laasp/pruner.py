@@ -20,7 +20,8 @@ from torch import nn
 
 from harness.prune.flops import count_cost, reduction
 from laasp.config import LAASPConfig
-from harness.prune.criteria import CRITERIA, CriterionInput, lowest
+from harness.prune.criteria import CRITERIA, CriterionInput, lowest, needs_data
+from harness.prune.probe import Probe
 from harness.prune.prunable import Layer, PrunableNetwork
 from harness.prune.pruner import StepResult  # noqa: F401 (the step API returns it)
 from laasp.racing import race
@@ -42,6 +43,7 @@ class LAASP:
         self.baseline_flops = count_cost(model, input_size, in_channels).flops
         self.original_filters = {layer.name: layer.original_filters for layer in self.net.layers}
         self.flops_step: dict[str, int] = {}
+        self._probe: Probe | None = None  # data-driven criteria's scores on the subset, per network
         if state is not None:
             self._load_state(state)
         else:
@@ -89,13 +91,22 @@ class LAASP:
         return self.reduction() >= self.config.target_flops
 
     # ----------------------------------------------------------------- one step
+    def probe(self) -> Probe | None:
+        """Scores of the data-driven criteria (taylor, hrank) on the loss subset, when the pool
+        has one; computed once per network (a removal makes a new one)."""
+        if self._probe is None and any(needs_data(c) for c in self.config.criteria):
+            targets = [layer.bn if layer.bn is not None else layer.module for layer in self.net.layers]
+            self._probe = Probe(self.model, self.evaluator.x, self.evaluator.y, targets)
+        return self._probe
+
     def candidates(self) -> list[Candidate]:
         """Every (layer, criterion) move, merged when two produce the same network."""
         by_key: dict[tuple, Candidate] = {}
+        probe = self.probe()
         for layer in self.open_layers():
             n = self.step_size(layer)
             for crit in self.config.criteria:
-                scores = CRITERIA.get(crit)(CriterionInput(layer.module, layer.bn, self.generator))
+                scores = CRITERIA.get(crit)(CriterionInput(layer.module, layer.bn, self.generator, probe))
                 removal = self.net.removal(layer, lowest(scores, n))
                 key = removal.key(self.net.names)
                 if key in by_key:
@@ -141,6 +152,7 @@ class LAASP:
         layer = self.net.by_name[layer_name]
         idxs = list(winner.removal.idxs)
         self.net.remove(layer, idxs)
+        self._probe = None
         self._count_flops()
         result = StepResult(
             step=len(self.trace) + 1, layer=layer_name, criterion=crit, removed=len(idxs), loss=winner.loss,

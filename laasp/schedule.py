@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from harness.prune.pruner import PRUNERS, Pruner
+from harness.prune.pruner import PRUNERS, MethodCard, Pruner
 from laasp.config import AUTHORS_SUBSET_POOL, LAASPConfig
 from laasp.pruner import LAASP, prune_to_target
 
@@ -22,6 +22,19 @@ from laasp.pruner import LAASP, prune_to_target
 @PRUNERS.register("laasp", source="Ghimire et al. 2023, loss-aware automatic selection of pruning criteria")
 class LAASPPruner(Pruner):
     Config = LAASPConfig
+    method = MethodCard(
+        paper="Ghimire, Lee, Kim: Loss-aware automatic selection of structured pruning criteria for deep neural "
+              "network acceleration, Image and Vision Computing 2023",
+        official_code="the authors' scripts as ../shared/design/LAASP.md records them; laasp/reference.py keeps their "
+                      "selection loop (tests: same picks)",
+        faithful="each step tries every (layer, criterion) removal on a fixed training subset and applies the one with "
+                 "the lowest loss; FLOPs or ratio steps under a per-layer cap; recovery epochs every recover_flop at "
+                 "the prune-epoch lr with a fresh optimizer; pool l1, l2, eucl, cos",
+        adapted="coupled channels removed together (torch-pruning's dependency graph); candidates scored by masking "
+                "instead of copies (same picks); extensions no published LAASP has: approximate selection, data-driven "
+                "criteria taylor and hrank in the pool",
+        defaults="the authors' recipe per model family (README, Recipes)",
+    )
 
     def prune(self, ctx) -> dict[str, Any]:
         cfg: LAASPConfig = replace(self.config, seed=ctx.config.seed)

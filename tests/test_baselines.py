@@ -20,11 +20,20 @@ from harness.models import build_model
 from harness.prune.prunable import PrunableNetwork
 from harness.prune.plugins import load_builtin_pruners
 from harness.prune.pruner import PRUNERS
+from tests.pruner_ctx import FakeCtx
 
 load_builtin_pruners()
 
-BASELINES = ("l1_uniform", "fpgm", "random", "l1_global")
-UNIFORM = ("l1_uniform", "fpgm", "random")
+BASELINES = ("l1_uniform", "gm_uniform", "random", "l1_global")
+# The published methods, with settings that keep the test fast (fewer torch-pruning steps, few
+# images for ranks and Taylor scores): what is tested is the landing on the FLOPs target.
+PUBLISHED = {
+    "pfec": {}, "sfp": {}, "fpgm": {"norm_share": 0.25}, "hrank": {"rank_images": 4}, "slimming": {},
+    "taylor": {"frequency": 1, "prune_iterations": 2}, "depgraph": {"iterative_steps": 20},
+    "lamp": {"iterative_steps": 20}, "tp:GroupMagnitudeImportance": {"iterative_steps": 20, "global_ranking": True},
+    "tp:GroupTaylorImportance": {"iterative_steps": 20},
+}
+UNIFORM = ("l1_uniform", "gm_uniform", "random")
 # ResNet-50 and MobileNetV2 at 64x64 to stay fast: the FLOPs *fraction* is what is tested.
 ZOO = (("resnet56", 32), ("vgg16", 32), ("resnet50", 64), ("mobilenet_v2", 64))
 
@@ -36,31 +45,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-class FakeCtx:
-    """The part of `harness.job.run.JobContext` a one-shot pruner uses."""
-
-    def __init__(self, model: nn.Module, size: int, in_channels: int = 3, seed: int = 0):
-        self.model = model
-        self.data = SimpleNamespace(image_size=size, in_channels=in_channels)
-        self.config = SimpleNamespace(seed=seed, pruner="test")
-        self.state = SimpleNamespace(epochs_trained=0)
-        self.baseline_cost = count_cost(model, size, in_channels)
-        self.reports: list[dict] = []
-        self.timings: dict[str, float] = {}
-
-    def report(self, entry: dict) -> None:
-        self.reports.append(entry)
-
-    def add_time(self, key: str, seconds: float) -> None:
-        self.timings[key] = self.timings.get(key, 0.0) + seconds
-
-    def reduction(self) -> float:
-        return 1.0 - count_cost(self.model, self.data.image_size, self.data.in_channels).flops / self.baseline_cost.flops
-
-    def cost_fields(self) -> dict:
-        return {"flops_reduction": self.reduction()}
 
 
 def prune(pruner: str, model: nn.Module, size: int, target: float, in_channels: int = 3, seed: int = 0,
@@ -90,6 +74,23 @@ def test_target_reached_within_one_point(name: str, size: int, pruner: str, capl
     assert all(0 <= r < 1 for r in fields["layer_rates"].values())
     out = ctx.model(torch.zeros(2, 3, size, size))  # the pruned network still runs
     assert out.shape == (2, 10)
+
+
+@pytest.mark.parametrize("pruner", PUBLISHED)
+@pytest.mark.parametrize(("name", "size"), ZOO, ids=[z[0] for z in ZOO])
+def test_published_methods_reach_the_target_within_half_a_point(name: str, size: int, pruner: str) -> None:
+    """prune at the prune point, then the end of training (soft masks removed, Taylor's gates)."""
+    torch.manual_seed(0)
+    model = build_model(name, 10, 3)
+    ctx = FakeCtx(model, size, model_name=name, batch_size=4)
+    p = PRUNERS.get(pruner)(PRUNERS.get(pruner).Config(target_flops=0.55, **PUBLISHED[pruner]))
+    fields = p.prune(ctx)
+    fields = p.on_train_end(ctx) or fields
+    reached = ctx.reduction()
+    assert fields["target_reached"] and 0.55 <= reached < 0.555, reached
+    assert fields["trace"][-1]["flops_reduction"] == pytest.approx(reached, abs=1e-9)
+    assert all(0 <= r < 1 for r in fields["layer_rates"].values()) and max(fields["layer_rates"].values()) > 0
+    assert model(torch.zeros(2, 3, size, size)).shape == (2, 10)
 
 
 @pytest.mark.parametrize(("name", "size"), ZOO, ids=[z[0] for z in ZOO])
@@ -145,7 +146,7 @@ def test_uniform_ratio_equal_across_layers(name: str, size: int, target: float, 
             slack = 1.5 if layer in passed_over else 0.5
             assert rate > 0 and abs(rate - r) <= slack / filters[layer] + 1e-9, (layer, rate, r)
         rates[pruner] = fields["layer_rates"]
-    assert rates["l1_uniform"] == rates["fpgm"] == rates["random"]  # the ratio depends on counts only
+    assert rates["l1_uniform"] == rates["gm_uniform"] == rates["random"]  # the ratio depends on counts only
     if name == "resnet56":  # stage 1 shares its channels through the additions (and the stem)
         assert len({rates["l1_uniform"][n] for n in STAGE1}) == 1
 
@@ -191,12 +192,12 @@ def test_l1_uniform_removes_the_smallest_l1_filter() -> None:
     assert kept_conv1_rows(model) == [FILTERS[1], FILTERS[2], FILTERS[3]]  # filter 0: L1 = 1.0
 
 
-def test_fpgm_is_the_papers_geometric_median_on_raw_weights() -> None:
+def test_gm_uniform_is_the_papers_geometric_median_on_raw_weights() -> None:
     # He et al. 2019: the filter minimising sum_j ||F_i - F_j||_2 (raw weights) is the most replaceable.
     paper = [sum(math.dist(a, b) for b in FILTERS) for a in FILTERS]
     assert min(range(4), key=paper.__getitem__) == 2
     model = tiny()
-    prune("fpgm", model, 4, 0.01, in_channels=2)
+    prune("gm_uniform", model, 4, 0.01, in_channels=2)
     assert kept_conv1_rows(model) == [FILTERS[0], FILTERS[1], FILTERS[3]]  # filter 2 went, not the L1-smallest 0
 
     # Side note: torch-pruning's FPGMImportance compares |w|^2 (signs dropped, squared), not the

@@ -35,6 +35,24 @@ def test_example_plugin_runs_end_to_end(tmp_path) -> None:
     assert (out / "checkpoint.pt").is_file()
 
 
+def test_during_training_example_plugin_runs_end_to_end(tmp_path) -> None:
+    """examples/soft_pruner.py: soft masks at every epoch end, removed after the last one."""
+    plugin = tmp_path / "soft_pruner.py"
+    shutil.copy(REPO / "examples" / "soft_pruner.py", plugin)
+    out = tmp_path / "run"
+    proc = run_cli("run", "--plugin", str(plugin), "--pruner", "soft_l1", "--model", "resnet20", "--dataset", "digits",
+                   "--epochs", "3", "--prune-epoch", "1", "--target-flops", "0.2", "--quiet", "--train-subset", "200",
+                   "--test-subset", "80", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "record.json").read_text())
+    assert record["pruner"] == "soft_l1" and record["target_reached"] and record["flops"]["reduction"] >= 0.2
+    assert record["mask_updates"] == 3  # at the prune point and after each of the 2 later epochs
+    assert [h["phase"] for h in record["history"]] == ["train", "finetune", "finetune"]
+    assert record["method"] == {"source": "example plugin: SFP-style soft L1 masks on block-internal convs"}
+    rates = record["layer_rates"]
+    assert rates and all(name.endswith("conv1") and name != "conv1" for name in rates)  # block-internal only
+
+
 def _plugin(tmp_path, body: str):
     path = tmp_path / "plugin.py"
     path.write_text(textwrap.dedent(body))

@@ -101,7 +101,7 @@ def test_epoch_budget_and_three_stage_mode(tmp_path, uninterrupted) -> None:
     proc = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "t"), *common)
     assert proc.returncode == 0, proc.stderr
     trained = json.loads((tmp_path / "t" / "record.json").read_text())
-    proc = run_cli("run", "--pruner", "fpgm", "--from-checkpoint", str(tmp_path / "t" / "checkpoint.pt"),
+    proc = run_cli("run", "--pruner", "gm_uniform", "--from-checkpoint", str(tmp_path / "t" / "checkpoint.pt"),
                    "--target-flops", "0.3", "--epochs", "1", "--lr", "0.01", "--out", str(tmp_path / "f"), *common)
     assert proc.returncode == 0, proc.stderr
     rec = json.loads((tmp_path / "f" / "record.json").read_text())
@@ -109,7 +109,7 @@ def test_epoch_budget_and_three_stage_mode(tmp_path, uninterrupted) -> None:
     assert [h["phase"] for h in rec["history"]] == ["finetune"]
     assert 0.3 <= rec["flops"]["reduction"] <= 0.305
     assert rec["init"]["epochs_trained"] == 1
-    proc = run_cli("run", "--pruner", "fpgm", "--from-checkpoint", str(tmp_path / "t" / "checkpoint.pt"),
+    proc = run_cli("run", "--pruner", "gm_uniform", "--from-checkpoint", str(tmp_path / "t" / "checkpoint.pt"),
                    "--target-flops", "0.3", "--epochs", "1", "--model", "resnet32", "--dataset", "digits")
     assert "--from-checkpoint holds resnet20" in error_line(proc)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from harness.job.options import GROUPS, Option, parse_int_list, parse_str_tuple
+from harness.job.options import GROUPS, Option, parse_float_list, parse_int_list, parse_str_tuple
 from harness.registry import Registry
 
 Configure = Callable[[argparse.ArgumentParser], None]
@@ -37,8 +37,15 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def float_list(text: str) -> tuple[float, ...]:
+    try:
+        return parse_float_list(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _TYPES: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "int_list": int_list,
-                                           "str_tuple": parse_str_tuple}
+                                           "float_list": float_list, "str_tuple": parse_str_tuple}
 
 
 def add_option(group: Any, o: Option) -> None:

@@ -92,6 +92,8 @@ def _info_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--json", action="store_true", help='print {"flops": int, "params": int}')
     p.add_argument("--list", action="store_true", help="list registered models, datasets and pruners")
+    p.add_argument("--methods", action="store_true",
+                   help="the pruners' method table (paper, official code, faithful, adapted, defaults) in markdown")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -99,6 +101,13 @@ def _info(args: argparse.Namespace) -> int:
     from harness.prune.flops import count_cost
     from harness.models import MODELS, build_model, check_input_size
 
+    if args.methods:
+        from harness.prune.plugins import load_builtin_pruners
+        from harness.prune.pruner import method_table
+
+        load_builtin_pruners()
+        print(method_table(), end="")
+        return 0
     if args.list or not args.model:
         print("models:   " + ", ".join(MODELS.names()))
         print("datasets: " + ", ".join(DATASETS.names()))

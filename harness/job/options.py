@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from harness.errors import UserError
 
-OptionKind = str  # int | float | str | bool | int_list | str_tuple | list
+OptionKind = str  # int | float | str | bool | int_list | float_list | str_tuple | list
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,14 @@ def parse_int_list(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_float_list(text: str) -> tuple[float, ...]:
+    """``"0.6,0.3,0.1"`` -> ``(0.6, 0.3, 0.1)``; ValueError names the bad text."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def parse_str_tuple(text: str) -> tuple[str, ...]:
@@ -112,6 +120,21 @@ _PRUNING = (
     Option("subset_policy", "str", "pruning", "LAASP: loss subset drawn from the whole training set (random, "
            "default) or from its first 149,999 images as the authors' scripts do (authors)",
            choices=("random", "authors")),
+    # the published baselines' own settings (README: "Baselines"); unset: each paper's default
+    Option("rates", "float_list", "pruning",
+           "pfec/sfp/fpgm/hrank: hand-set pruned fractions instead of --target-flops: one value, one per stage, "
+           "or one per prunable layer group", metavar="R[,R...]"),
+    Option("preset", "str", "pruning", "pfec: the paper's rates and skipped layers (resnet56-A, resnet56-B, vgg16-A)"),
+    Option("skip_layers", "str_tuple", "pruning", "pfec: layers left unpruned (the paper's sensitive layers)",
+           metavar="NAME[,NAME...]"),
+    Option("norm_share", "float", "pruning", "fpgm: share of each layer's pruned filters chosen by L2 norm (0)"),
+    Option("reg", "float", "pruning",
+           "slimming: L1 strength on BN scales (1e-4 VGG, 1e-5 ResNets); depgraph: group sparsity (5e-4)"),
+    Option("rank_images", "int", "pruning", "hrank: training images whose feature-map ranks are averaged (500)"),
+    Option("frequency", "int", "pruning", "taylor: training minibatches between pruning iterations (30)"),
+    Option("prune_iterations", "int", "pruning", "taylor: pruning iterations to reach the target (32)"),
+    Option("iterative_steps", "int", "pruning", "depgraph/lamp/tp:*: torch-pruning's iterative steps (400)"),
+    Option("global_ranking", "bool", "pruning", "tp:*: one ranking across layers (default: a uniform ratio)"),
     Option("from_checkpoint", "str", "pruning",
            "three-stage mode: prune this trained checkpoint.pt at once, then fine-tune --epochs",
            path=True, metavar="PATH"),
@@ -123,7 +146,8 @@ GROUPS = {"data": _DATA, "training": _TRAINING, "output": _OUTPUT, "pruning": _P
 PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
                    "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
                    "approx_eta", "approx_confidence", "approx_check", "chunk_size", "candidate_batch", "recover_lr",
-                   "subset_policy")
+                   "subset_policy", "rates", "preset", "skip_layers", "norm_share", "reg", "rank_images", "frequency",
+                   "prune_iterations", "iterative_steps", "global_ranking")
 DEFAULT_STEP_SCALE = {"flops": 1.0, "ratio": 0.1}
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from harness.job.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
 from harness.data import Dataset, load_dataset
 from harness.train.device import Precision, select_device
-from harness.train.engine import Engine, TrainingState, make_optimizer
+from harness.train.engine import Engine, TrainHooks, TrainingState, loss_passes, make_optimizer
 from harness.errors import UserError
 from harness.prune.flops import Cost, count_cost, reduction
 from harness.job.config import JobConfig
@@ -48,6 +48,8 @@ class JobContext:
     timings: dict[str, float] = field(default_factory=dict)
     stage: str = "train"  # train -> prune -> finetune -> done
     pruner_state: dict[str, Any] | None = None  # the pruner's own progress, saved with the run
+    pruner: Any = None  # the running `Pruner` (its lifecycle hooks), set by the schedule
+    pruner_saved: dict[str, Any] | None = None  # its `state_dict` from the state file, until attached
     pruner_fields: dict[str, Any] = field(default_factory=dict)  # record fields of a finished prune
     pre_prune: dict[str, float] | None = None
     # Wall time of the runs before a resume, and when this one started: a resumed record's
@@ -85,7 +87,51 @@ class JobContext:
 
         self._phase_start = start
         self.engine.run_epochs(self.state, schedule_epochs, phase, extra=self.cost_fields,
-                               on_epoch_end=epoch_end, **kwargs)
+                               on_epoch_end=epoch_end, hooks=self._pruner_hooks(), **kwargs)
+
+    def attach_pruner(self, pruner) -> Any:
+        """Make ``pruner`` the run's (its hooks join training); a resumed run restores its state."""
+        self.pruner = pruner
+        if self.pruner_saved is not None:
+            pruner.load_state_dict(self.pruner_saved)
+            self.pruner_saved = None
+        return pruner
+
+    def _pruner_hooks(self) -> TrainHooks | None:
+        """The engine hooks of the pruner's overridden methods; None when it overrides none."""
+        p = self.pruner
+        if p is None:
+            return None
+        hooks = TrainHooks(
+            after_backward=(lambda: p.after_backward(self)) if p.uses("after_backward") else None,
+            after_epoch=(lambda: p.on_epoch_end(self)) if p.uses("on_epoch_end") else None,
+            weight_decay=p.weight_decay(self) if p.uses("weight_decay") else None,
+        )
+        return hooks if hooks != TrainHooks() else None
+
+    def training_batches(self, images: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``images`` augmented training images in batches of the run's batch size, the first
+        ones of the shuffle that ``seed`` fixes (a pruner's data-driven scores; the training's
+        own shuffles, seeded from the run seed and epoch count, are not affected)."""
+        batches, seen = [], 0
+        for x, y in self.data.train_batches(self.config.optim.batch_size, seed):
+            if seen >= images:
+                break
+            take = min(images - seen, y.shape[0])
+            batches.append((x[:take], y[:take]))
+            seen += take
+        return batches
+
+    def passes(self, batches, backward: bool = False) -> float:
+        """Forward (and, with ``backward``, backward) passes of ``ctx.model`` over ``batches`` in
+        eval mode (batch-norm statistics untouched), through the run's precision; returns the
+        mean loss. Gradients accumulate in ``.grad``; forward hooks see the activations."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return loss_passes(self.model, batches, self.precision, backward)
+        finally:
+            self.model.train(was_training)
 
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
@@ -112,6 +158,7 @@ class JobContext:
                                 "wall_s": self.wall_s(),
                                 "optimizer": opt.state_dict() if opt is not None else None,
                                 "pruner_state": self.pruner_state,
+                                "pruner_hooks": self.pruner.state_dict() if self.pruner is not None else None,
                                 "pruner_fields": to_jsonable(self.pruner_fields),
                                 "pre_prune": self.pre_prune,
                                 "rng": torch.get_rng_state(),
@@ -171,6 +218,7 @@ def _restore(ctx: JobContext, saved: dict[str, Any]) -> None:
     ctx.timings = dict(saved["timings"])
     ctx.wall_s_before = float(saved.get("wall_s", 0.0))  # states saved before wall_s was kept: 0
     ctx.pruner_state = saved["pruner_state"]
+    ctx.pruner_saved = saved.get("pruner_hooks")  # states saved before the lifecycle hooks: none
     ctx.pruner_fields = dict(saved["pruner_fields"])
     ctx.pre_prune = saved["pre_prune"]
     torch.set_rng_state(saved["rng"])

@@ -1,19 +1,25 @@
 """The one schedule every pruner runs in, for a fair table: train to ``prune_epoch``, prune to
 the FLOPs target (a pruner may train recovery epochs through ``ctx.train``), top up to a
-matched epoch budget, then train to the total epoch count with a fresh optimizer."""
+matched epoch budget, then train to the total epoch count with a fresh optimizer, and let the
+pruner finish (e.g. remove soft-pruned filters). The pruner's per-step and per-epoch hooks
+(`harness.prune.pruner.Pruner`) run in every epoch it trains."""
 from __future__ import annotations
 
-from harness.prune.pruner import PRUNERS
+from harness.prune.pruner import PRUNERS, method_block
 
 
 def run_pruning_schedule(ctx) -> None:
-    """train -> prune (pruner-specific, may recover) -> top up to the epoch budget -> finetune.
+    """train -> prune (pruner-specific, may recover) -> top up to the epoch budget -> finetune
+    -> the pruner's end (``on_train_end``).
 
-    Each stage is resumable: epochs already in the history are not trained again, and a
-    pruner that saved its progress in ``ctx.pruner_state`` continues from there.
+    Each stage is resumable: epochs already in the history are not trained again, a pruner
+    that saved its progress in ``ctx.pruner_state`` continues from there, and the pruner's
+    own `state_dict` is saved with every checkpoint and restored before it starts again.
     """
     cfg = ctx.config
     pcfg = cfg.pruner_config
+    pruner = ctx.attach_pruner(PRUNERS.get(cfg.pruner)(pcfg))
+    pruner.on_train_start(ctx)
     if ctx.stage == "train":
         ctx.train(range(ctx.epochs_in_phase("train"), pcfg.prune_epoch), "train")
         # The unpruned network's accuracy when pruning starts. (The unpruned *baseline* of a
@@ -23,7 +29,7 @@ def run_pruning_schedule(ctx) -> None:
         ctx.stage = "prune"
         ctx.checkpoint()
     if ctx.stage == "prune":
-        ctx.pruner_fields = PRUNERS.get(cfg.pruner)(pcfg).prune(ctx)
+        ctx.pruner_fields = pruner.prune(ctx)
         ctx.pruner_state = None
         ctx.stage = "top_up"
         ctx.checkpoint()
@@ -42,6 +48,9 @@ def run_pruning_schedule(ctx) -> None:
     if ctx.stage == "finetune":
         done = ctx.epochs_in_phase("finetune")
         ctx.train(range(pcfg.prune_epoch + done, cfg.epochs), "finetune")
+    # No checkpoint of its own: an interrupted end reruns from the last epoch's state.
+    ctx.pruner_fields.update(pruner.on_train_end(ctx) or {})
+    ctx.pruner_fields["method"] = method_block(cfg.pruner, pruner)
 
 
 def _top_up_epochs(ctx, finetune_epochs: int) -> int:

@@ -7,10 +7,12 @@ from the layer's own weights, one row per filter. More criteria register with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from harness.errors import UserError
 from harness.registry import Registry
 
 
@@ -19,6 +21,7 @@ class CriterionInput:
     layer: nn.Conv2d
     bn: nn.BatchNorm2d | None  # the batch norm right after the layer, when there is one
     generator: torch.Generator  # for criteria that draw random numbers
+    probe: Any = None  # a `harness.prune.probe.Probe` for data-driven criteria (meta needs_data=True)
 
 
 Criterion = "Callable[[CriterionInput], torch.Tensor]"
@@ -63,6 +66,35 @@ def bn_scale(inp: CriterionInput) -> torch.Tensor:
 @CRITERIA.register("random", source="random ranking (sanity baseline)")
 def random_scores(inp: CriterionInput) -> torch.Tensor:
     return torch.rand(inp.layer.out_channels, generator=inp.generator, dtype=torch.float64)
+
+
+# Data-driven criteria: the caller passes a `Probe` over a fixed set of training images (LAASP
+# builds one per step from its loss subset when its pool holds one of these).
+_EXTENSION = " (LAASP pool: an extension, no published LAASP uses data-driven criteria)"
+
+
+@CRITERIA.register("taylor", needs_data=True, source="Molchanov et al. 2019: (gamma dL/dgamma + beta dL/dbeta)^2 on "
+                                                     "the batch norm, averaged over minibatches" + _EXTENSION)
+def taylor(inp: CriterionInput) -> torch.Tensor:
+    return _probe(inp, "taylor").taylor(inp.layer, inp.bn)
+
+
+@CRITERIA.register("hrank", needs_data=True, source="Lin et al. 2020 (HRank): average rank of the channel's feature "
+                                                    "maps after batch norm and ReLU" + _EXTENSION)
+def hrank(inp: CriterionInput) -> torch.Tensor:
+    return _probe(inp, "hrank").rank(inp.layer, inp.bn)
+
+
+def needs_data(name: str) -> bool:
+    return bool(CRITERIA.meta(name).get("needs_data"))
+
+
+def _probe(inp: CriterionInput, name: str):
+    if inp.probe is None:
+        raise UserError(f"criterion {name!r} scores filters from data; this pruner gives it none (LAASP does)")
+    if name == "taylor" and (inp.bn is None or inp.bn.weight is None):
+        raise UserError("criterion 'taylor' needs an affine batch norm after every prunable conv")
+    return inp.probe
 
 
 def euclidean_distance_sum(rows: torch.Tensor) -> torch.Tensor:

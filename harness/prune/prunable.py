@@ -10,7 +10,9 @@ channel contributes nothing downstream, so this equals physical removal up to fl
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch_pruning as tp
@@ -58,7 +60,7 @@ class PrunableNetwork:
         self.in_channels = in_channels
         device = next(model.parameters()).device
         example = torch.zeros(1, in_channels, input_size, input_size, device=device)
-        with torch.enable_grad():
+        with torch.enable_grad(), kept_modes(model):
             self.dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
         self.names = {m: n for n, m in model.named_modules()}
         ignored = set(classifier_modules(model))
@@ -111,6 +113,19 @@ class PrunableNetwork:
                 drop += macs[self.names[m]] / _channels_cut(m, self.dg.is_out_channel_pruning_fn(dep.handler))
             result[layer.name] = drop
         return result
+
+
+@contextlib.contextmanager
+def kept_modes(model: nn.Module) -> Iterator[None]:
+    """Every module's train/eval mode restored afterwards: torch-pruning's tracing switches the
+    model to eval mode and leaves it there, which must not leak into a training epoch (a pruner
+    may trace the network between two training steps)."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def _channels_cut(m: nn.Module, out: bool) -> int:

@@ -1,15 +1,18 @@
-"""What a pruner is: the `PRUNERS` registry, the `Pruner` base class, the `PruneSchedule`
-settings every pruner's config starts with, and the `StepResult` every trace holds.
+"""What a pruner is: the `PRUNERS` registry, the `Pruner` base class and its lifecycle, the
+`PruneSchedule` settings every pruner's config starts with, the `StepResult` every trace holds,
+and the `MethodCard` that says where a method comes from.
 
 A pruner is a class registered with ``@PRUNERS.register(name)``, with a typed ``Config``
 dataclass (validated once, at the edge) and a ``prune(ctx)`` method called at ``prune_epoch``
-by the one schedule every pruner runs in (`harness.job.schedule`).
+by the one schedule every pruner runs in (`harness.job.schedule`). Methods that act during
+training (regularizers, soft masks, iterative steps, data-driven scores) override the other
+hooks of the lifecycle; each hook a pruner leaves alone costs nothing.
 """
 from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from harness.errors import UserError
@@ -30,6 +33,10 @@ class PruneSchedule:
         if not 0 < self.target_flops < 1:
             raise UserError(f"--target-flops must be a fraction in (0, 1), e.g. 0.55 for 55% fewer FLOPs "
                             f"(got {self.target_flops})")
+        self.validate_schedule(job)
+
+    def validate_schedule(self, job=None) -> None:
+        """The checks besides the target (for configs that may give hand-set rates instead)."""
         if not 0 < self.max_prune_rate <= 1:
             raise UserError(f"--max-prune-rate must be in (0, 1] (got {self.max_prune_rate})")
         if self.prune_epoch < 0:
@@ -61,15 +68,100 @@ class StepResult:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class MethodCard:
+    """Where a method comes from and how closely we follow it: one row of the README's method
+    table and the ``method`` block of every record the pruner writes."""
+
+    paper: str
+    official_code: str  # the implementation it was checked against (and at which commit)
+    faithful: str       # what follows the paper and its code
+    adapted: str        # what differs, and why
+    defaults: str       # the defaults used, with their source
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
 class Pruner(ABC):
+    """A pruner's lifecycle in the one schedule (`harness.job.schedule`), in call order:
+
+    ``on_train_start`` -> [each training step: ``after_backward``] -> [each epoch:
+    ``on_epoch_end``] -> ``prune`` at ``prune_epoch`` -> more epochs (the same per-step and
+    per-epoch hooks) -> ``on_train_end`` after the last epoch. Only ``prune`` is required; the
+    engine calls a per-step or per-epoch hook only when the class overrides it. ``ctx.stage``
+    says where the schedule is ("train" before the prune point; "prune"; "top_up" and
+    "finetune" after it). Anything a hook must remember across epochs goes in `state_dict`,
+    which is saved with the run state, so a resumed run continues exactly.
+    """
+
     Config: ClassVar[type]
+    method: ClassVar[MethodCard | None] = None  # the README table row; recorded with every run
 
     def __init__(self, config: Any):
         self.config = config
 
+    def on_train_start(self, ctx) -> None:
+        """Before the first epoch the schedule trains, each time it (re)starts: a fresh run or
+        a resumed one (after `load_state_dict`). Build what `state_dict` does not hold here."""
+
+    def after_backward(self, ctx) -> None:
+        """After each training step's backward pass, before ``optimizer.step()``: gradients are
+        unscaled (true values) and may be changed (a regularizer's subgradient, a gradient mask)."""
+
+    def on_epoch_end(self, ctx) -> None:
+        """After each training epoch, before its evaluation (soft masks, iterative steps)."""
+
+    def weight_decay(self, ctx) -> float | None:
+        """The optimizer's weight decay for the epochs ctx is about to train; None: the run's."""
+        return None
+
     @abstractmethod
     def prune(self, ctx) -> dict[str, Any]:
-        """Remove filters from ``ctx.model`` until ``config.target_flops``; return record fields."""
+        """At ``prune_epoch``: remove (or mask) filters of ``ctx.model`` toward
+        ``config.target_flops``; return the record fields (`on_train_end` may update them)."""
+
+    def on_train_end(self, ctx) -> dict[str, Any] | None:
+        """After the last epoch, before the final evaluation: e.g. remove soft-pruned filters for
+        good. Returns record fields that replace those `prune` returned, or None."""
+        return None
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """What the hooks need to continue after a resume (tensors, numbers, lists, dicts)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict` (called before `on_train_start` when a run resumes)."""
+
+    def uses(self, hook: str) -> bool:
+        """Whether this pruner overrides ``hook`` (the engine skips the ones it does not)."""
+        return getattr(type(self), hook) is not getattr(Pruner, hook)
+
+
+def method_table(names: list[str] | None = None) -> str:
+    """The README's method table (markdown) from the registered pruners' cards; the
+    ``tp:<Importance>`` family is one row."""
+    rows, seen_family = [], False
+    for name in names if names is not None else PRUNERS.names():
+        card = PRUNERS.get(name).method
+        if card is None:
+            continue
+        if name.startswith("tp:"):
+            if seen_family:
+                continue
+            seen_family, importance = True, name[3:]
+            name = "tp:<Importance>"
+            card = MethodCard(*(v.replace(importance, "<Importance>") for v in asdict(card).values()))
+        rows.append(f"| `{name}` | " + " | ".join(v.replace("|", "\\|") for v in asdict(card).values()) + " |")
+    head = "| pruner | paper | official code checked against | faithful | adapted | defaults |\n|---|---|---|---|---|---|"
+    return "\n".join([head, *rows]) + "\n"
+
+
+def method_block(name: str, pruner: Pruner) -> dict[str, Any]:
+    """The record's ``method`` block: the pruner's card, or (a plugin without one) its ``source``."""
+    if pruner.method is not None:
+        return pruner.method.as_dict()
+    return {"source": PRUNERS.meta(name).get("source")}
 
 
 def build_pruner_config(name: str, options: dict[str, Any], recipe: Any) -> Any:

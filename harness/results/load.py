@@ -16,6 +16,10 @@ from typing import Any
 from harness.errors import UserError
 
 SOURCE_KEY = "_source"  # added to each loaded record: the file it came from
+# Pruners renamed since: a record written before the rename (it has no ``method`` block, which
+# every record has had since) is read under the new name. ``fpgm`` was the hard one-shot
+# geometric-median criterion until the published soft FPGM took the name.
+RENAMED = {"fpgm": "gm_uniform"}
 
 
 def find_record_files(folder: str | Path) -> list[Path]:
@@ -46,6 +50,7 @@ def load_records(folder: str | Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict) or "model" not in record:
             raise UserError(f"{path}: not a run record (no 'model' field); remove it from the records folder")
         record[SOURCE_KEY] = str(path)
+        record["pruner"] = pruner_of(record)
         records.append(record)
     return records
 
@@ -61,6 +66,14 @@ def status(record: dict[str, Any]) -> str:
 
 def is_ok(record: dict[str, Any]) -> bool:
     return status(record) == "ok" and isinstance(record.get("final"), dict)
+
+
+def pruner_of(record: dict[str, Any]) -> str | None:
+    """The registered name of the record's pruner today (`RENAMED` for records older than the rename)."""
+    name = record.get("pruner")
+    if name in RENAMED and "method" not in record:
+        return RENAMED[name]
+    return name
 
 
 def is_unpruned(record: dict[str, Any]) -> bool:

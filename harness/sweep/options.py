@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.job.options import PRUNING_OPTIONS, Option, parse_int_list, run_options
+from harness.job.options import PRUNING_OPTIONS, Option, parse_float_list, parse_int_list, run_options
 from harness.sweep.yaml_lines import _did_you_mean, _kind, _line, _Located
 
 MATCH_LAASP = "laasp"  # epoch_budget: laasp
@@ -98,6 +98,17 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
             except ValueError as exc:
                 raise _Located(line, f"{key}: {exc}") from None
         raise _Located(line, f"{key} must be a list of integers (got {_kind(value)})")
+    if kind == "float_list":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return (float(value),)
+        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return tuple(float(v) for v in value)
+        if isinstance(value, str):
+            try:
+                return parse_float_list(value)
+            except ValueError as exc:
+                raise _Located(line, f"{key}: {exc}") from None
+        raise _Located(line, f"{key} must be a list of numbers (got {_kind(value)})")
     if kind == "str_tuple":
         if isinstance(value, str):
             items = tuple(v.strip() for v in re.split(r"[,+]", value) if v.strip())

@@ -67,6 +67,16 @@ def _topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...
     return [hits[:, : min(k, kmax)].any(dim=1).sum() for k in ks]
 
 
+@dataclass(frozen=True)
+class TrainHooks:
+    """A pruner's part in training (`harness.prune.pruner.Pruner`'s lifecycle hooks), bound to
+    its run; a field left None costs nothing in the loop."""
+
+    after_backward: Callable[[], None] | None = None  # between backward and optimizer.step (true gradients)
+    after_epoch: Callable[[], None] | None = None     # after each training epoch, before its evaluation
+    weight_decay: float | None = None                 # replaces the optimizer's weight decay in these epochs
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -74,6 +84,7 @@ def train_epoch(
     lr: float,
     precision: Precision,
     scaler: torch.amp.GradScaler | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``batches``. Sums stay on the device: no host sync per batch."""
     for group in optimizer.param_groups:
@@ -92,6 +103,9 @@ def train_epoch(
             loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if after_backward is not None:
+            scaler.unscale_(optimizer)  # a regularizer or gradient mask acts on the true gradients
+            after_backward()
         scaler.step(optimizer)
         scaler.update()
         loss_sum += loss.detach().float() * y.shape[0]
@@ -137,6 +151,25 @@ def evaluate(
     return {"top1": 100.0 * float(c1) / n, "top5": 100.0 * float(c5) / n, "loss": float(loss_sum) / n}
 
 
+def loss_passes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], precision: Precision,
+                backward: bool = False) -> float:
+    """Forward passes outside training, in the model's current mode (data-driven pruning scores:
+    activations through forward hooks, gradients with ``backward``, accumulated in ``.grad``).
+
+    Returns the mean cross-entropy over the images.
+    """
+    total = 0.0
+    seen = 0
+    for x, y in batches:
+        with torch.set_grad_enabled(backward), precision.autocast():
+            loss = F.cross_entropy(model(precision.prepare_input(x)).float(), y)
+        if backward:
+            loss.backward()
+        total += float(loss.detach()) * y.shape[0]
+        seen += y.shape[0]
+    return total / max(seen, 1)
+
+
 EpochHook = Callable[[dict[str, Any]], None]
 
 
@@ -175,16 +208,22 @@ class Engine:
         fresh_optimizer: bool = False,
         extra: Callable[[], dict[str, Any]] | None = None,
         on_epoch_end: EpochHook | None = None,
+        hooks: TrainHooks | None = None,
     ) -> None:
         """Train one epoch per entry of ``schedule_epochs`` and evaluate after each.
 
         ``fixed_lr`` pins the rate (LAASP's recovery trains at the rate of ``prune_epoch``);
         otherwise the multi-step schedule gives it. ``extra`` adds fields (FLOPs, params) to
-        each history entry; ``on_epoch_end`` receives the entry (reporting, checkpointing).
+        each history entry; ``on_epoch_end`` receives the entry (reporting, checkpointing);
+        ``hooks`` are the pruner's (regularizers, gradient masks, soft masks at epoch end).
         """
+        hooks = hooks or TrainHooks()
         self.precision.prepare_model(state.model)  # in place: the optimizer's parameters stay valid
         if fresh_optimizer or state.optimizer is None:
             state.optimizer = make_optimizer(state.model, self.optim)
+        if hooks.weight_decay is not None:
+            for group in state.optimizer.param_groups:
+                group["weight_decay"] = hooks.weight_decay
         scaler = self.precision.grad_scaler()
         epochs = list(schedule_epochs)
         for schedule_epoch in _progress(epochs, phase, self.progress):
@@ -193,9 +232,11 @@ class Engine:
             # run draws the same batches it would have drawn without the interruption.
             epoch_seed = self.seed * 1_000_003 + state.epochs_trained
             stats = train_epoch(state.model, self.data.train_batches(self.optim.batch_size, epoch_seed),
-                                state.optimizer, lr, self.precision, scaler)
+                                state.optimizer, lr, self.precision, scaler, hooks.after_backward)
             state.epochs_trained += 1
             state.train_time_s += stats["train_time_s"]
+            if hooks.after_epoch is not None:  # e.g. soft masks: the evaluation sees the masked network
+                hooks.after_epoch()
             test = self.evaluate(state.model)
             entry = {"epoch": state.epochs_trained, "schedule_epoch": schedule_epoch, "phase": phase,
                      "lr": lr, **stats, "test_top1": test["top1"], "test_top5": test["top5"],
