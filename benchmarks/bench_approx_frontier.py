@@ -217,19 +217,23 @@ def main() -> None:
     data = load_dataset(DataConfig("cifar10", args.data_root, train_subset=max(map(int, args.subsets.split(","))),
                                    test_subset=100), device)
     settings = settings_grid(args)
-    sizes = [measure_size(args, checkpoint, data, int(n), settings, device) for n in args.subsets.split(",")]
-    rows = summarise(sizes, settings)
     how = (f"{args.model} trained {args.train_epochs} epochs on {args.train_subset} real CIFAR-10 images (seed "
            f"{args.seed}); LAASP exact run, FLOPs step {args.step_scale}%, all four criteria; {args.steps} steps per "
            f"subset size; authors' loop timed on the first {args.reference_steps} step(s); {args.threads} threads on "
            f"{args.device}. Command: python benchmarks/bench_approx_frontier.py --model {args.model} --subsets "
-           f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --threads {args.threads}")
+           f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --train-subset "
+           f"{args.train_subset} --start-fractions {args.start_fractions} --etas {args.etas} --confidences "
+           f"{args.confidences} --threads {args.threads}")
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "frontier.md").write_text(markdown(rows, {"how": how}))
-    (out / "frontier.json").write_text(json.dumps({"how": how, "rows": rows, "sizes": sizes}, indent=1,
-                                                  default=lambda o: None))
-    plot(rows, out / "frontier.png")
+    sizes = []
+    for n in args.subsets.split(","):  # written after every size: a long run keeps what it measured
+        sizes.append(measure_size(args, checkpoint, data, int(n), settings, device))
+        rows = summarise(sizes, settings)
+        (out / "frontier.md").write_text(markdown(rows, {"how": how}))
+        (out / "frontier.json").write_text(json.dumps({"how": how, "rows": rows, "sizes": sizes}, indent=1,
+                                                      default=lambda o: None))
+        plot(rows, out / "frontier.png")
     print((out / "frontier.md").read_text())
 
 
