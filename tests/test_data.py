@@ -187,6 +187,7 @@ def test_subsets_fixed() -> None:
     assert ds.describe()["train_subset"] == 100 and ds.describe()["subset_seed"] == 1
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(digits: Dataset) -> None:
     gpu = load_dataset(DataConfig("digits"), device="cuda")

@@ -90,7 +90,7 @@ def test_epoch_budget_and_three_stage_mode(tmp_path, uninterrupted) -> None:
     laasp_record = tmp_path / "laasp.json"
     laasp_record.write_text(json.dumps({"epochs_trained": uninterrupted["epochs_trained"]}))
     common = ["--model", "resnet20", "--dataset", "digits", "--train-subset", "300", "--test-subset", "100",
-              "--seed", "3", "--quiet"]
+              "--seed", "3", "--device", "cpu", "--quiet"]
     proc = run_cli("run", "--pruner", "l1_uniform", "--epochs", "3", "--prune-epoch", "1", "--target-flops", "0.25",
                    "--match-epochs", str(laasp_record), "--out", str(tmp_path / "b"), *common)
     assert proc.returncode == 0, proc.stderr

@@ -17,6 +17,24 @@ def seed_everything(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
 
 
+def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global generators a run draws from (dropout, say): the CPU one, and its CUDA device's.
+
+    Data order and augmentation use their own seeded generators; these are what is left.
+    """
+    state = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(saved: dict, device: torch.device) -> None:
+    """Put back what `capture_rng` saved; a CUDA state is restored only when the run is on CUDA again."""
+    torch.set_rng_state(saved["rng"])
+    if device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
