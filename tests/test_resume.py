@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from harness.data import DataConfig
 from harness.train.engine import OptimConfig
@@ -61,6 +62,38 @@ def test_resume_matches_uninterrupted(tmp_path, uninterrupted, stop_after) -> No
     # wall time covers the interrupted part too, like the phase timings it contains
     assert resumed["wall_time_s"] > sum(resumed["timings"].values())
     assert not (tmp_path / "state.pt").exists()  # cleaned up once the record is written
+
+
+def test_state_holds_rng_precision_and_scaler(tmp_path) -> None:
+    from harness.job.checkpoint import read_checkpoint
+
+    def report(entry, state_path):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_job(_config(tmp_path), report=report, state_path=tmp_path / "state.pt")
+    extra = read_checkpoint(tmp_path / "state.pt")["extra_state"]
+    assert extra["precisions"] == ["fp32"] and extra["grad_scaler"] is None  # CPU: fp32, no scaler to keep
+    assert extra["rng"].dtype == torch.uint8 and "cuda_rng" not in extra  # the CUDA generator only on CUDA
+
+
+def test_state_written_before_precision_existed_still_resumes(tmp_path, uninterrupted) -> None:
+    """Its identity had amp (True: mixed precision where possible) and no deterministic switch."""
+    from harness.job.checkpoint import read_checkpoint
+
+    def report(entry, state_path):
+        if entry["phase"] == "finetune":
+            raise Interrupt
+
+    cfg = _config(tmp_path)
+    with pytest.raises(Interrupt):
+        run_job(cfg, report=report, state_path=tmp_path / "state.pt")
+    payload = read_checkpoint(tmp_path / "state.pt")
+    job = payload["meta"]["job"]
+    del job["precision"], job["deterministic"]
+    job["amp"] = True
+    torch.save(payload, tmp_path / "state.pt")
+    assert _comparable(run_job(cfg, state_path=tmp_path / "state.pt")) == _comparable(uninterrupted)
 
 
 def test_state_of_other_settings_is_refused(tmp_path) -> None:

@@ -86,7 +86,9 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"note: the run computed in {wanted} on a GPU; {device} evaluates in fp32, so the numbers may "
               "differ slightly from its record", file=sys.stderr)
         wanted = "fp32"
-    precision = Precision(device, mode=wanted)
+    # a deterministic run is re-evaluated with the same kernels, so its top-1 comes back exactly
+    deterministic = bool((run.get("precision") or {}).get("deterministic", False))
+    precision = Precision(device, mode=wanted, deterministic=deterministic)
     precision.configure()
     data = load_dataset(data_cfg, device)
     model = precision.prepare_model(model)

@@ -12,16 +12,24 @@ import gc
 
 import torch
 
+_SHARES: dict[int, float] = {}  # what cap_process_share set, for a torch that cannot report the fraction
+
+
+def _index(device: torch.device | int) -> int:
+    if isinstance(device, int):
+        return device
+    return device.index if device.index is not None else torch.cuda.current_device()
+
 
 def process_fraction(device: torch.device) -> float:
-    """The per-process memory fraction set on ``device`` (1.0 when none was set, or torch cannot say)."""
-    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # torch >= 2.7
-    if getter is None:
-        return 1.0
-    try:
-        return float(getter(device))
-    except (RuntimeError, TypeError, ValueError):
-        return 1.0
+    """The per-process memory fraction set on ``device`` (1.0 when none was set)."""
+    getter = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # newer torch reports it
+    if getter is not None:
+        try:
+            return float(getter(device))
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return _SHARES.get(_index(device), 1.0)
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -44,6 +52,7 @@ def cap_process_share(share: float, device: torch.device | int = 0) -> bool:
     if not (0 < share < 1) or not torch.cuda.is_available():
         return False
     torch.cuda.set_per_process_memory_fraction(share, device)
+    _SHARES[_index(device)] = share
     return True
 
 
