@@ -70,7 +70,7 @@ def test_info_json() -> None:
     (["train", "--model", "resnet20", "--lr", "-0.1"], "--lr must be > 0"),
     (["train", "--model", "resnet20", "--train-subset", "0"], "--train-subset must be at least 1"),
     (["eval", "/no/such/checkpoint.pt"], "does not exist"),
-    (["train", "--model", "resnet20", "--device", "cuda:7"], "--device cuda:7"),
+    (["train", "--model", "resnet20", "--device", "cuda:99"], "--device cuda:99"),
     (["train", "--model", "resnet20", "--device", "tpu"], "--device"),
     (["train", "--model", "resnet20", "--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a CUDA"),
     (["train", "--model", "resnet20", "--no-amp", "--precision", "bf16"], "--no-amp means --precision fp32"),

@@ -54,6 +54,10 @@ def environment(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cuda": torch.version.cuda,
     }
+    if device.type == "cuda":  # a fractional-GPU sweep trial runs under its share of the device's memory
+        from harness.train.memory import process_fraction
+
+        env["gpu_memory_fraction"] = process_fraction(device)
     for pkg in ("torch", "torchvision", "torch-pruning", "numpy", "optuna", "ray"):
         env[pkg.replace("-", "_")] = _version(pkg)
     return env
