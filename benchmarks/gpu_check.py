@@ -267,8 +267,10 @@ def orchestrate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- summary
 def _line(name: str, entry: dict[str, Any]) -> str:
     r = entry.get("result") or {}
+    if entry["status"] == "timeout" and not r:
+        return f"stopped at its {entry['limit_s']} s limit (output: summary.json)"
     if entry["status"] != "ok" and not r:
-        return entry.get("reason", "see summary.json (tail)")
+        return entry.get("reason", "see the output tail in summary.json")
     if name == "smoke_tests":
         c = r.get("counts", {})
         return f"{c.get('passed', 0)} passed, {c.get('failed', 0)} failed, {c.get('skipped', 0)} skipped ({', '.join(r.get('files', []))})"
@@ -277,7 +279,7 @@ def _line(name: str, entry: dict[str, Any]) -> str:
                 f"{r['precision']['compute']} on {r['device_name']}, {r['wall_time_s']:.0f} s "
                 f"(selection {r['selection_s'] or 0:.1f} s)")
     if name == "throughput" and "ours_img_s" in r:
-        return (f"ResNet-56: ours {r['ours_img_s']:,.0f} img/s ({r['ours'].split(', ')[-1]}) vs DataLoader + PIL "
+        return (f"{r['model']}: ours {r['ours_img_s']:,.0f} img/s ({r['ours'].split(', ')[-1]}) vs DataLoader + PIL "
                 f"{r['reference_img_s']:,.0f} img/s (fp32, {r['reference_workers']} workers): {r['speedup']:.2f}x")
     if name == "sweep" and "trials" in r:
         ok = sum(t["status"] == "ok" for t in r["trials"])
@@ -286,7 +288,7 @@ def _line(name: str, entry: dict[str, Any]) -> str:
                 f"memory share {shares or '?'}; sweep {r['sweep_wall_s']:.0f} s wall for {r['sum_trial_wall_s']:.0f} s "
                 f"of trials (concurrency {r['concurrency']:.2f}, Ray start-up included)")
     if name == "selection" and "exact_s" in r:
-        return (f"ResNet-56, {r['subset']:,} images, {r['weights']} weights: authors' loop {r['reference_s']:.1f} s, "
+        return (f"{r['model']}, {r['subset']:,} images, {r['weights']} weights: authors' loop {r['reference_s']:.1f} s, "
                 f"ours exact {r['exact_s']:.1f} s ({r['exact_speedup']:.1f}x), same pick {r['exact_equals_reference']}/"
                 f"{r['steps']}, {r['per_step'][0]['candidates']} distinct candidates, {r['rows_per_forward']} rows per forward")
     return "see summary.json"

@@ -164,3 +164,13 @@ def test_cuda_rng_is_saved_and_restored_when_the_run_is_on_cuda(monkeypatch) -> 
 def test_memory_helpers_do_nothing_on_cpu() -> None:
     assert available_bytes(torch.device("cpu")) is None
     assert cap_process_share(1.0) is False and cap_process_share(0.0) is False
+
+
+def test_paper_space_trains_in_fp32_like_the_authors(tmp_path) -> None:
+    from harness.sweep.plan import job_config, plan_grid
+    from harness.sweep.space import load_space
+    from tests.helpers import REPO
+
+    trials = plan_grid(load_space(REPO / "search_spaces" / "paper_cifar10.yaml", overrides={"data_root": str(tmp_path)}))
+    assert {t.options["precision"] for t in trials} == {"fp32"}
+    assert job_config(dict(trials[0].options), str(tmp_path / "o")).precision == "fp32"

@@ -46,13 +46,14 @@ def test_summary_names_every_section_and_its_figures(tmp_path) -> None:
                 "ok": True, "top1": 91.5, "flops_reduction": 0.31, "steps": 4, "precision": {"compute": "bf16"},
                 "device_name": "NVIDIA H200", "wall_time_s": 14.2, "selection_s": 1.1}},
             "throughput": {"status": "ok", "seconds": 40.0, "result": {
-                "ok": True, "ours_img_s": 21000.0, "reference_img_s": 7000.0, "speedup": 3.0,
+                "ok": True, "model": "resnet56", "ours_img_s": 21000.0, "reference_img_s": 7000.0, "speedup": 3.0,
                 "ours": "data on the device, batch augmentation, channels_last, bf16", "reference_workers": 8}},
             "sweep": {"status": "failed", "seconds": 90.0, "result": {
                 "ok": False, "trials": [{"status": "ok", "device": "cuda", "gpu_memory_fraction": 0.25}] * 3
                 + [{"status": "failed", "device": None, "gpu_memory_fraction": None}],
                 "sweep_wall_s": 80.0, "sum_trial_wall_s": 200.0, "concurrency": 2.5}},
             "selection": {"status": "skipped", "reason": "20 s of the budget left"},
+            "late": {"status": "timeout", "seconds": 300.2, "limit_s": 300},
         }}
     gpu_check.write_summary(tmp_path, summary)
     text = (tmp_path / "summary.md").read_text()
@@ -62,6 +63,8 @@ def test_summary_names_every_section_and_its_figures(tmp_path) -> None:
     assert "top-1 91.50%" in text and "21,000 img/s (bf16)" in text and "3.00x" in text
     assert "| sweep | failed |" in text and "3/4 trials ok" in text and "concurrency 2.50" in text
     assert "| selection | skipped |  | 20 s of the budget left |" in text
+    assert "| late | timeout | 300.2 | stopped at its 300 s limit" in text
+    assert "resnet56: ours 21,000 img/s" in text
 
 
 @pytest.mark.cuda
