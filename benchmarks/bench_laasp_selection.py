@@ -3,6 +3,7 @@ candidate) against ours (one trace, masks, cached prefixes, deduplication), exac
 approximate, on the same network and subset in the same run; check the picks agree.
 
     python benchmarks/bench_laasp_selection.py --model resnet56 --subset 64 --steps 5 --data-root ../shared/data/cifar10-jpeg.zip
+    python benchmarks/bench_laasp_selection.py --subset 10000 --steps 1 --no-approx --device cuda   # on a GPU
 
 Per step it prints the time of each method and whether the picks are identical.
 """
@@ -10,16 +11,84 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.data import DataConfig, load_dataset
-from harness.models import build_model
-from laasp.config import LAASPConfig
-from laasp.pruner import LAASP
-from laasp.racing import RaceSettings, race
-from laasp.reference import reference_select
+import torch  # noqa: E402
+
+
+def measure(data_root: str, model_name: str = "resnet56", subset: int = 64, steps: int = 5,
+            approx_start_fraction: float | None = 0.125, seed: int = 0, device: str = "cpu",
+            say=print) -> dict[str, Any]:
+    """Per step: the authors' loop, ours exact (applied) and, unless ``approx_start_fraction`` is None,
+    ours approximate; times, speed-ups and whether the picks agree. Random-init weights."""
+    from harness.data import DataConfig, load_dataset
+    from harness.models import build_model
+    from harness.train.device import Precision, select_device
+    from laasp.config import LAASPConfig
+    from laasp.pruner import LAASP
+    from laasp.racing import RaceSettings, race
+    from laasp.reference import reference_select
+
+    dev = select_device(device)
+    torch.manual_seed(seed)
+    data = load_dataset(DataConfig("cifar10", data_root, train_subset=max(subset, 1000), test_subset=100), dev)
+    x, y = data.loss_subset(subset, seed=seed)
+    model = Precision(dev).prepare_model(build_model(model_name, 10, 3)).eval()  # as a run holds it
+    cfg = LAASPConfig(target_flops=0.9, selection="exact", chunk_size=min(256, max(64, subset)))
+    pruner = LAASP(model, cfg, x, y, 32, 3)
+    say(f"{model_name}, {len(pruner.net.layers)} prunable convs x {len(cfg.criteria)} criteria, subset {subset} "
+        f"images from {data.root}, {dev}, {torch.get_num_threads()} threads, random-init weights")
+
+    def timed(fn):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t = time.perf_counter()
+        out = fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return out, time.perf_counter() - t
+
+    rows = []
+    for step in range(1, steps + 1):
+        ref, t_ref = timed(lambda: reference_select(pruner))
+        approx, t_approx = (None, float("nan"))
+        if approx_start_fraction is not None:
+            approx, t_approx = timed(lambda: race(pruner.evaluator, pruner.candidates(),
+                                                  RaceSettings(approx_start_fraction)))
+        result, t_exact = timed(pruner.step)  # the exact selection, applied
+        # the same network: the same layer and a criterion that chose the same filters
+        same_exact = ref.layer == result.layer and (ref.criterion == result.criterion
+                                                    or ref.criterion in result.tied_criteria)
+        same_approx = None if approx is None else (result.layer, result.criterion) in approx.sources
+        rows.append({"step": step, "reference_s": t_ref, "exact_s": t_exact, "approx_s": t_approx,
+                     "exact_equals_reference": same_exact, "approx_equals_exact": same_approx,
+                     "candidates": result.candidates, "pick": f"{result.layer}/{result.criterion}",
+                     "loss": result.loss, "reference_loss": ref.loss})
+        say(f"step {step}: authors {t_ref:7.2f}s | ours exact {t_exact:6.2f}s ({t_ref / t_exact:5.1f}x) "
+            f"pick {'==' if same_exact else '!='} authors ({result.layer}/{result.criterion}, loss {result.loss:.5f} "
+            f"vs {ref.loss:.5f})" + ("" if approx is None else f" | approx {t_approx:6.2f}s ({t_ref / t_approx:5.1f}x) "
+                                     f"pick {'==' if same_approx else '!='} exact")
+            + f" | {result.candidates} distinct candidates")
+    ref_t, ex_t = (statistics.median(r[k] for r in rows) for k in ("reference_s", "exact_s"))
+    summary = {"model": model_name, "subset": subset, "steps": steps, "device": str(dev), "weights": "random init",
+               "rows_per_forward": pruner.evaluator.plan[1] if pruner.evaluator.plan else None,
+               "reference_s": ref_t, "exact_s": ex_t, "exact_speedup": ref_t / ex_t,
+               "exact_equals_reference": sum(r["exact_equals_reference"] for r in rows), "per_step": rows}
+    line = f"median per step: authors {ref_t:.2f}s, ours exact {ex_t:.2f}s ({ref_t / ex_t:.1f}x faster)"
+    if approx_start_fraction is not None:
+        ap_t = statistics.median(r["approx_s"] for r in rows)
+        summary.update(approx_s=ap_t, approx_speedup=ref_t / ap_t,
+                       approx_equals_exact=sum(r["approx_equals_exact"] for r in rows))
+        line += f", approx {ap_t:.2f}s ({ref_t / ap_t:.1f}x faster)"
+    say(line)
+    say(f"identical picks: exact vs authors {summary['exact_equals_reference']}/{len(rows)}"
+        + ("" if approx_start_fraction is None else f", approx vs exact {summary['approx_equals_exact']}/{len(rows)}"))
+    return summary
 
 
 def main() -> None:
@@ -29,46 +98,14 @@ def main() -> None:
     p.add_argument("--subset", type=int, default=64, help="loss-subset images (the authors' CPU setting: 64)")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--approx-start-fraction", type=float, default=0.125)
+    p.add_argument("--no-approx", action="store_true", help="time only the exact selection against the authors'")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    data = load_dataset(DataConfig("cifar10", args.data_root, train_subset=max(args.subset, 1000), test_subset=100))
-    x, y = data.loss_subset(args.subset, seed=args.seed)
-    model = build_model(args.model, 10, 3).eval()
-    cfg = LAASPConfig(target_flops=0.9, selection="exact", chunk_size=max(64, args.subset))
-    pruner = LAASP(model, cfg, x, y, 32, 3)
-    print(f"{args.model}, {len(pruner.net.layers)} prunable convs x {len(cfg.criteria)} criteria, subset {args.subset} "
-          f"real CIFAR-10 images, {args.threads} threads, random-init weights")
-    rows = []
-    for step in range(1, args.steps + 1):
-        t = time.perf_counter()
-        ref = reference_select(pruner)
-        t_ref = time.perf_counter() - t
-
-        t = time.perf_counter()
-        approx = race(pruner.evaluator, pruner.candidates(), RaceSettings(args.approx_start_fraction))
-        t_approx = time.perf_counter() - t
-
-        t = time.perf_counter()
-        result = pruner.step()  # the exact selection, applied
-        t_exact = time.perf_counter() - t
-
-        # the same network: the same layer and a criterion that chose the same filters
-        same_exact = ref.layer == result.layer and (ref.criterion == result.criterion
-                                                    or ref.criterion in result.tied_criteria)
-        same_approx = (result.layer, result.criterion) in approx.sources
-        rows.append((t_ref, t_exact, t_approx, same_exact, same_approx))
-        print(f"step {step}: authors {t_ref:7.2f}s | ours exact {t_exact:6.2f}s ({t_ref / t_exact:5.1f}x) "
-              f"pick {'==' if same_exact else '!='} authors ({result.layer}/{result.criterion}, loss {result.loss:.5f} "
-              f"vs {ref.loss:.5f}) | approx {t_approx:6.2f}s ({t_ref / t_approx:5.1f}x) "
-              f"pick {'==' if same_approx else '!='} exact | {result.candidates} distinct candidates")
-    ref_t, ex_t, ap_t = (statistics.median(r[i] for r in rows) for i in range(3))
-    print(f"median per step: authors {ref_t:.2f}s, ours exact {ex_t:.2f}s ({ref_t / ex_t:.1f}x faster), "
-          f"approx {ap_t:.2f}s ({ref_t / ap_t:.1f}x faster)")
-    print(f"identical picks: exact vs authors {sum(r[3] for r in rows)}/{len(rows)}, "
-          f"approx vs exact {sum(r[4] for r in rows)}/{len(rows)}")
+    measure(args.data_root, args.model, args.subset, args.steps,
+            None if args.no_approx else args.approx_start_fraction, args.seed, args.device)
 
 
 if __name__ == "__main__":

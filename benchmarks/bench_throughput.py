@@ -1,44 +1,94 @@
-"""Training throughput (images/s) of our engine against the authors' pipeline, same run, same CPU.
+"""Training throughput (images/s) of our engine against the authors' pipeline, same run, same device.
 
-Ours: the training images decoded once into a uint8 tensor, random crop + flip done on whole
-batches as tensor ops, the shared `train_epoch` with the engine's device settings
-(`harness.train.device.Precision`: channels_last; float32 on CPU). Authors': torchvision ImageFolder + PIL
-transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a
-DataLoader with worker processes, and a plain SGD loop. Same model, same real CIFAR-10
-images, same batch size and optimizer; the two alternate over several rounds and the median
-of each is reported.
+Ours: the training images decoded once into a uint8 tensor on the device, random crop + flip
+done on whole batches as tensor ops, the shared `train_epoch` with the engine's device settings
+(`harness.train.device.Precision`: channels_last; fp32 on CPU, mixed precision on CUDA unless
+``--precision`` says otherwise). Authors': torchvision ImageFolder + PIL transforms
+(RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader
+with worker processes (pinned memory on CUDA), and a plain fp32 SGD loop, as their scripts
+train. Same model, same images, same batch size and optimizer; the two alternate over several
+rounds and the median of each is reported.
 
     python benchmarks/bench_throughput.py --data-root ../shared/data/cifar10-jpeg.zip --images 5000 --rounds 3
+    python benchmarks/bench_throughput.py --model resnet56 --device cuda --workers 8 ...   # on a GPU
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-import torchvision.transforms as T
-from torch.utils.data import DataLoader, Subset
-from torchvision.datasets import ImageFolder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.data import DataConfig, find_imagefolder, load_dataset
-from harness.train.device import Precision
-from harness.train.engine import OptimConfig, make_optimizer, train_epoch
-from harness.models import build_model
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
-def authors_epoch(model, loader, optimizer) -> tuple[int, float]:
+def authors_epoch(model, loader, optimizer, device: torch.device) -> tuple[int, float]:
     model.train()
     seen, start = 0, time.perf_counter()
+    on_cuda = device.type == "cuda"
     for x, y in loader:
+        x, y = x.to(device, non_blocking=on_cuda), y.to(device, non_blocking=on_cuda)
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         seen += y.shape[0]
+    if on_cuda:
+        torch.cuda.synchronize(device)
     return seen, time.perf_counter() - start
+
+
+def measure(data_root: str, model: str = "resnet20", images: int = 5000, batch_size: int = 128, workers: int = 2,
+            rounds: int = 3, device: str = "cpu", precision: str = "auto",
+            say=print) -> dict[str, Any]:
+    """Both pipelines, alternating for ``rounds`` rounds after a warm-up one; medians and settings."""
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader, Subset
+    from torchvision.datasets import ImageFolder
+
+    from harness.data import DataConfig, find_imagefolder, load_dataset
+    from harness.models import build_model
+    from harness.train.device import Precision, select_device
+    from harness.train.engine import OptimConfig, make_optimizer, train_epoch
+
+    dev = select_device(device)
+    ours_precision = Precision(dev, mode=precision)
+    ours_precision.configure()
+    data = load_dataset(DataConfig("cifar10", data_root, train_subset=images, test_subset=100), dev)
+    folder, _ = find_imagefolder(Path(data.root))
+    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                    T.Normalize(data.mean, data.std)])
+    full = ImageFolder(str(folder), transform=tf)
+    picked = torch.randperm(len(full), generator=torch.Generator().manual_seed(0))[:images].tolist()
+    loader = DataLoader(Subset(full, picked), batch_size=batch_size, shuffle=True, num_workers=workers,
+                        persistent_workers=workers > 0, drop_last=False, pin_memory=dev.type == "cuda")
+    optim_cfg = OptimConfig(lr=0.05, batch_size=batch_size)
+    ours_model = ours_precision.prepare_model(build_model(model, 10, 3))
+    theirs_model = build_model(model, 10, 3).to(dev)
+    ours_opt, theirs_opt = make_optimizer(ours_model, optim_cfg), make_optimizer(theirs_model, optim_cfg)
+    settings = {"model": model, "images": images, "batch_size": batch_size, "device": str(dev),
+                "torch_threads": torch.get_num_threads(), "reference_workers": workers,
+                "ours": f"data on the device, batch augmentation, channels_last, {ours_precision.name}",
+                "reference": "ImageFolder + PIL + DataLoader, fp32, contiguous (the authors' pipeline)"}
+    say(f"{model}, {images} training images from {data.root}, batch {batch_size}, {dev}, ours "
+        f"{ours_precision.name} + channels_last, authors' loader with {workers} workers in fp32")
+    ours, theirs = [], []
+    for r in range(rounds + 1):  # round 0 warms up both (worker start-up, allocator, cuDNN autotuning)
+        stats = train_epoch(ours_model, data.train_batches(batch_size, r), ours_opt, 0.05, ours_precision)
+        n, secs = authors_epoch(theirs_model, loader, theirs_opt, dev)
+        if r:
+            ours.append(stats["images"] / stats["train_time_s"])
+            theirs.append(n / secs)
+            say(f"round {r}: ours {ours[-1]:8.1f} img/s | authors' pipeline {theirs[-1]:8.1f} img/s")
+    o, t = statistics.median(ours), statistics.median(theirs)
+    say(f"median: ours {o:.1f} img/s, authors' pipeline {t:.1f} img/s, speed-up {o / t:.2f}x")
+    return {**settings, "rounds": rounds, "ours_img_s": o, "reference_img_s": t, "speedup": o / t,
+            "ours_rounds": ours, "reference_rounds": theirs}
 
 
 def main() -> None:
@@ -49,33 +99,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the authors' pipeline")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--precision", default="auto", help="ours: auto (mixed on CUDA, fp32 on CPU), fp32, bf16, fp16")
     args = p.parse_args()
-
-    cfg = DataConfig("cifar10", args.data_root, train_subset=args.images, test_subset=100)
-    data = load_dataset(cfg)
-    folder, _ = find_imagefolder(Path(data.root))
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize(data.mean, data.std)])
-    full = ImageFolder(str(folder), transform=tf)
-    picked = torch.randperm(len(full), generator=torch.Generator().manual_seed(0))[: args.images].tolist()
-    loader = DataLoader(Subset(full, picked), batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
-                        persistent_workers=args.workers > 0, drop_last=False)
-    precision = Precision(torch.device("cpu"), amp=False)
-    optim_cfg = OptimConfig(lr=0.05, batch_size=args.batch_size)
-    ours_model, theirs_model = precision.prepare_model(build_model(args.model, 10, 3)), build_model(args.model, 10, 3)
-    ours_opt, theirs_opt = make_optimizer(ours_model, optim_cfg), make_optimizer(theirs_model, optim_cfg)
-    print(f"{args.model}, {args.images} real CIFAR-10 training images, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} torch threads, authors' loader with {args.workers} workers")
-    ours, theirs = [], []
-    for r in range(args.rounds + 1):  # round 0 warms up both (worker start-up, allocator)
-        stats = train_epoch(ours_model, data.train_batches(args.batch_size, r), ours_opt, 0.05, precision)
-        n, secs = authors_epoch(theirs_model, loader, theirs_opt)
-        if r:
-            ours.append(stats["images"] / stats["train_time_s"])
-            theirs.append(n / secs)
-            print(f"round {r}: ours {ours[-1]:7.1f} img/s | authors' pipeline {theirs[-1]:7.1f} img/s")
-    o, t = statistics.median(ours), statistics.median(theirs)
-    print(f"median: ours {o:.1f} img/s, authors' pipeline {t:.1f} img/s, speed-up {o / t:.2f}x")
+    measure(args.data_root, args.model, args.images, args.batch_size, args.workers, args.rounds, args.device,
+            args.precision)
 
 
 if __name__ == "__main__":

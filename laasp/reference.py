@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from harness.prune.criteria import CRITERIA, CriterionInput, lowest
 from harness.prune.prunable import PrunableNetwork
+from harness.train.device import exact_fp32
 from laasp.pruner import LAASP
 
 
@@ -28,6 +29,11 @@ class ReferencePick:
 
 def reference_select(pruner: LAASP, batch_size: int = 500) -> ReferencePick | None:
     x, y = pruner.evaluator.x, pruner.evaluator.y
+    with exact_fp32(x.device):  # the same arithmetic as the fast path (true fp32 on CUDA)
+        return _select(pruner, x, y, batch_size)
+
+
+def _select(pruner: LAASP, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> ReferencePick | None:
     gen_state = pruner.generator.get_state()  # random criteria must draw what the fast path draws
     best: ReferencePick | None = None
     for layer in pruner.open_layers():

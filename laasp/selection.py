@@ -10,9 +10,13 @@ Exact mode evaluates every distinct candidate on the whole subset: the same deci
 authors' copy-and-prune loop. Approximate mode races the candidates (`laasp.racing`): all see
 the first images, the better part goes on to see more, and so on until one is left or the
 whole subset is used.
+
+On CUDA every candidate loss is computed in true fp32 (TF32 off, `exact_fp32`), whatever the
+run's training precision: the pick must not depend on rounding that CPU runs do not have.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.prune.prunable import Removal
+from harness.train.device import exact_fp32
+from harness.train.memory import available_bytes
+from laasp.rows import plan_rows, profile_activations
+
+log = logging.getLogger("laasp")
 
 
 def forward_chain(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
@@ -81,18 +90,27 @@ class CandidateEvaluator:
 
     Candidates that start at the same stage run together: their inputs are stacked along the
     batch dimension and each row block gets its own channel mask (a multiplication by 1 or 0,
-    exact), so small image counts still make large batches.
+    exact), so small image counts still make large batches. ``max_batch`` is the preferred number
+    of rows per forward; on CUDA it is capped by the memory this process may use (`laasp.rows`).
     """
 
     def __init__(self, model: nn.Module, subset_x: torch.Tensor, subset_y: torch.Tensor, chunk_size: int,
                  max_batch: int | None = None):
         self.model = model
         self.x, self.y = subset_x, subset_y
+        self.device = subset_x.device
         self.chunk_size = chunk_size
         if max_batch is None:  # measured: past ~256 rows CPU convolutions leave the cache; GPUs want more
-            max_batch = 256 if subset_x.device.type == "cpu" else 2048
+            max_batch = 256 if self.device.type == "cpu" else 2048
         self.max_batch = max_batch
-        self.stages = forward_chain(model, subset_x[: min(8, len(subset_x))])
+        self.plan: tuple[int, int] | None = None  # (images per chunk, rows per forward) of the last pass
+        with exact_fp32(self.device):
+            self.stages = forward_chain(model, subset_x[: min(8, len(subset_x))])
+            was_training = model.training
+            model.eval()
+            with torch.inference_mode():
+                self.profile = profile_activations(self.stages, subset_x)
+            model.train(was_training)
         self.stage_of: dict[nn.Module, int] = {}
         for i, stage in enumerate(self.stages):
             for m in stage.modules():
@@ -110,15 +128,29 @@ class CandidateEvaluator:
         return (per_candidate * mask.view(n, 1, channels, *(1,) * (out.dim() - 2)).to(out.dtype)).reshape(out.shape)
 
     def _masks(self, batch: list[Candidate]) -> dict[nn.Module, torch.Tensor]:
-        """Per module, a (candidates, channels) 0/1 mask: candidate j zeroes its channels."""
+        """Per module, a (candidates, channels) 0/1 mask: candidate j zeroes its channels.
+
+        Filled on the CPU and moved once per module: indexing a GPU tensor with a Python list
+        is a blocking copy per candidate and module.
+        """
         per_module: dict[nn.Module, torch.Tensor] = {}
         for j, cand in enumerate(batch):
             for m, idx in cand.removal.masks:
                 if m not in per_module:
                     channels = m.num_features if isinstance(m, nn.BatchNorm2d) else m.out_channels
-                    per_module[m] = torch.ones(len(batch), channels, device=self.x.device)
+                    per_module[m] = torch.ones(len(batch), channels)
                 per_module[m][j, list(idx)] = 0.0
-        return per_module
+        return {m: mask.to(self.device) for m, mask in per_module.items()}
+
+    def _plan(self, deepest_first: int) -> tuple[int, int]:
+        """(images per chunk, rows per forward) that fit now; warns once when the chunk had to shrink."""
+        chunk, rows = plan_rows(self.profile, available_bytes(self.device), self.chunk_size, self.max_batch,
+                                deepest_first)
+        if chunk < self.chunk_size and (self.plan is None or self.plan[0] >= self.chunk_size):
+            log.warning("candidate evaluation: %d images per chunk instead of --chunk-size %d, to fit the memory "
+                        "this process may use", chunk, self.chunk_size)
+        self.plan = (chunk, rows)
+        return chunk, rows
 
     def losses(self, candidates: list[Candidate], n_images: int | None = None, start_image: int = 0) -> None:
         """Add to each candidate's loss sum the loss on images [start_image, n_images)."""
@@ -131,19 +163,20 @@ class CandidateEvaluator:
         masked = {m for c in candidates for m, _ in c.removal.masks}
         masks: dict[tuple[int, int, int], dict[nn.Module, torch.Tensor]] = {}
         last_first = max(by_stage, default=0)
+        chunk, max_rows = self._plan(last_first)
         handles = [m.register_forward_hook(self._hook) for m in masked]
         was_training = self.model.training
         self.model.eval()  # batch norm uses its running statistics: a deterministic loss
         try:
-            with torch.inference_mode():
-                for lo in range(start_image, n_images, self.chunk_size):
-                    hi = min(lo + self.chunk_size, n_images)
+            with torch.inference_mode(), exact_fp32(self.device):
+                for lo in range(start_image, n_images, chunk):
+                    hi = min(lo + chunk, n_images)
                     rows = hi - lo
                     x, y = self.x[lo:hi], self.y[lo:hi]
                     inputs = [x]
                     for stage in self.stages[:last_first]:  # clean activations up to the latest first stage
                         inputs.append(stage(inputs[-1]))
-                    per_batch = max(1, self.max_batch // rows)
+                    per_batch = max(1, max_rows // rows)
                     for first, group in by_stage.items():
                         for k in range(0, len(group), per_batch):
                             key = (first, k, per_batch)  # the same candidates in every full chunk
@@ -161,7 +194,7 @@ class CandidateEvaluator:
                    masks: dict[nn.Module, torch.Tensor]) -> None:
         rows = stage_input.shape[0]
         self._active = masks
-        h = stage_input.unsqueeze(0).expand(len(batch), *stage_input.shape).reshape(-1, *stage_input.shape[1:])
+        h = stack_rows(stage_input, len(batch))
         for stage in self.stages[first:]:
             h = stage(h)
         per_image = F.cross_entropy(h.double(), y.repeat(len(batch)), reduction="none").view(len(batch), rows)
@@ -174,6 +207,22 @@ class CandidateEvaluator:
     def exact(self, candidates: list[Candidate]) -> Candidate:
         self.losses(candidates)
         return best(candidates)
+
+
+def stack_rows(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` copies of ``x`` along the batch dimension, in x's memory format.
+
+    ``expand().reshape()`` would return a contiguous (NCHW) tensor, and every convolution of a
+    channels_last model would then convert it back: a layout copy per stage.
+    """
+    if n == 1:
+        return x
+    fmt = torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        fmt = torch.channels_last
+    out = torch.empty((n * x.shape[0], *x.shape[1:]), dtype=x.dtype, device=x.device, memory_format=fmt)
+    out.view(n, *x.shape).copy_(x.unsqueeze(0).expand(n, *x.shape))
+    return out
 
 
 def best(candidates: list[Candidate]) -> Candidate:

@@ -155,6 +155,41 @@ def test_train_batches_deterministic(digits: Dataset) -> None:
     assert sorted(torch.cat([y for _, y in a]).tolist()) == sorted(digits.train_y.tolist())
 
 
+def test_epoch_draws_made_up_front_equal_batch_by_batch_draws() -> None:
+    """One host-to-device copy per epoch instead of three per batch, and the very same crops and flips."""
+    from harness.data.datasets import InMemoryDataset
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (150, 3, 8, 8), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (150,), generator=gen)
+    ds = InMemoryDataset(train=(x, y), test=(x[:4], y[:4]), pad=2, flip=True, name="t", root=None,
+                         cfg=DataConfig("digits"), device=torch.device("cpu"), num_classes=10,
+                         stats=((0.5,) * 3, (0.25,) * 3))
+    batch_gen = torch.Generator().manual_seed(9)  # the order of draws before: permutation, then per batch
+    order = torch.randperm(150, generator=batch_gen)
+    expected = [(normalize(augment(x[idx], 2, True, batch_gen), (0.5,) * 3, (0.25,) * 3), y[idx])
+                for idx in order.split(64)]
+    got = list(ds.train_batches(64, epoch_seed=9))
+    assert [len(b) for _, b in got] == [64, 64, 22]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, expected))
+
+
+def test_streamed_items_reseed_only_the_cpu_generator(tmp_path: Path, monkeypatch) -> None:
+    """torch.manual_seed would reseed every CUDA generator too, which fork_rng(devices=[]) never restores."""
+    from PIL import Image
+
+    from harness.data.datasets import _FileImages
+
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(tmp_path / "a.png")
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: cuda_seeds.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: cuda_seeds.append(seed))
+    rng = torch.get_rng_state()
+    images = _FileImages([str(tmp_path / "a.png")], [0], lambda img: torch.rand(2), seed=3)
+    first, again = images[0][0], images[0][0]
+    assert torch.equal(first, again) and cuda_seeds == [] and torch.equal(rng, torch.get_rng_state())
+
+
 def test_train_batches_are_unflipped_shifts(digits: Dataset) -> None:
     x, y = next(digits.train_batches(64, epoch_seed=0))
     assert_shifts_of_train(x, y, digits, pad=1)
@@ -198,6 +233,7 @@ def test_subsets_fixed() -> None:
     assert ds.describe()["train_subset"] == 100 and ds.describe()["subset_seed"] == 1
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(digits: Dataset) -> None:
     gpu = load_dataset(DataConfig("digits"), device="cuda")

@@ -77,6 +77,19 @@ def test_history_entries_and_learning() -> None:
         assert {"train_loss", "train_top1", "test_top1", "test_top5", "test_loss", "lr", "images_per_s"} <= set(e)
 
 
+def test_one_grad_scaler_per_run() -> None:
+    """LAASP's recovery calls run_epochs again and again: the scaler (and its scale) must carry over."""
+    seed_everything(0)
+    data = load_dataset(DataConfig("digits", train_subset=64, test_subset=32))
+    engine = Engine(data, OptimConfig(lr=0.05, batch_size=64), Precision(torch.device("cpu"), amp=False), 0,
+                    progress=False)
+    state = TrainingState(build_model("resnet20", data.num_classes, data.in_channels))
+    engine.run_epochs(state, range(1), "train")
+    scaler = state.scaler
+    engine.run_epochs(state, [0], "recover", fresh_optimizer=True)
+    assert scaler is not None and state.scaler is scaler and not scaler.is_enabled()  # fp32: a no-op scaler
+
+
 def test_nan_loss_raises() -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     batches = [(torch.full((2, 4), float("nan")), torch.tensor([0, 1]))]

@@ -34,7 +34,8 @@ def _cifar_run(root, out, seed="0"):
                    "--train-subset", "1000", "--test-subset", "500", "--epochs", "3", "--prune-epoch", "1",
                    "--batch-size", "64", "--target-flops", "0.25", "--step-scale", "2", "--recover-epoch", "1",
                    "--recover-flop", "0.2", "--subset-size", "128", "--max-prune-rate", "0.5",
-                   "--criteria", "l1,l2,eucl", "--seed", seed, "--out", str(out), "--quiet", timeout=900)
+                   "--criteria", "l1,l2,eucl", "--seed", seed, "--device", "cpu", "--out", str(out), "--quiet",
+                   timeout=900)  # CPU: the same seed must give the same trace
 
 
 @pytest.mark.slow

@@ -68,6 +68,7 @@ def test_time_budget_caps_the_repeats_of_a_slow_pass() -> None:
     assert entry["repeats"] == 50
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_speedup_on_cuda() -> None:
     entry = speedup(net(8), net(256), 32, 3, "cuda", warmup=3, repeats=10)

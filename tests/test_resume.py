@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from harness.data import DataConfig
 from harness.train.engine import OptimConfig
@@ -63,6 +64,38 @@ def test_resume_matches_uninterrupted(tmp_path, uninterrupted, stop_after) -> No
     assert not (tmp_path / "state.pt").exists()  # cleaned up once the record is written
 
 
+def test_state_holds_rng_precision_and_scaler(tmp_path) -> None:
+    from harness.job.checkpoint import read_checkpoint
+
+    def report(entry, state_path):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_job(_config(tmp_path), report=report, state_path=tmp_path / "state.pt")
+    extra = read_checkpoint(tmp_path / "state.pt")["extra_state"]
+    assert extra["precisions"] == ["fp32"] and extra["grad_scaler"] is None  # CPU: fp32, no scaler to keep
+    assert extra["rng"].dtype == torch.uint8 and "cuda_rng" not in extra  # the CUDA generator only on CUDA
+
+
+def test_state_written_before_precision_existed_still_resumes(tmp_path, uninterrupted) -> None:
+    """Its identity had amp (True: mixed precision where possible) and no deterministic switch."""
+    from harness.job.checkpoint import read_checkpoint
+
+    def report(entry, state_path):
+        if entry["phase"] == "finetune":
+            raise Interrupt
+
+    cfg = _config(tmp_path)
+    with pytest.raises(Interrupt):
+        run_job(cfg, report=report, state_path=tmp_path / "state.pt")
+    payload = read_checkpoint(tmp_path / "state.pt")
+    job = payload["meta"]["job"]
+    del job["precision"], job["deterministic"]
+    job["amp"] = True
+    torch.save(payload, tmp_path / "state.pt")
+    assert _comparable(run_job(cfg, state_path=tmp_path / "state.pt")) == _comparable(uninterrupted)
+
+
 def test_state_of_other_settings_is_refused(tmp_path) -> None:
     def report(entry, state_path):
         raise Interrupt
@@ -90,7 +123,7 @@ def test_epoch_budget_and_three_stage_mode(tmp_path, uninterrupted) -> None:
     laasp_record = tmp_path / "laasp.json"
     laasp_record.write_text(json.dumps({"epochs_trained": uninterrupted["epochs_trained"]}))
     common = ["--model", "resnet20", "--dataset", "digits", "--train-subset", "300", "--test-subset", "100",
-              "--seed", "3", "--quiet"]
+              "--seed", "3", "--device", "cpu", "--quiet"]
     proc = run_cli("run", "--pruner", "l1_uniform", "--epochs", "3", "--prune-epoch", "1", "--target-flops", "0.25",
                    "--match-epochs", str(laasp_record), "--out", str(tmp_path / "b"), *common)
     assert proc.returncode == 0, proc.stderr

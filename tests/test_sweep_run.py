@@ -52,6 +52,7 @@ fixed:
   prune_epoch: 1
   target_flops: 0.3
   lr: 0.05
+  device: cpu
 """
 LAASP = "  laasp: {recover_epoch: 1, recover_flop: 0.1, step_scale: 3.0, subset_size: 64, criteria: [l1, cos]}\n"
 GRID = COMMON + "plugins: [boom.py]\npruners:\n" + LAASP + "grid:\n  pruner: [none, laasp, l1_uniform, boom]\n"

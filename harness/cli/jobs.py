@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from harness.cli.commands import add_option_group, command
-from harness.job.options import job_config_from_options, pruner_config_from_options
+from harness.job.options import PRECISIONS, job_config_from_options, pruner_config_from_options
 
 
 def state_path(cfg) -> Path | None:
@@ -47,7 +48,19 @@ def _eval_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="override the data root recorded in the checkpoint")
     p.add_argument("--test-subset", type=int, help="override the test subset recorded in the checkpoint")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="override the precision the run recorded (default: the run's own; fp32 on a CPU)")
     p.add_argument("--json", action="store_true")
+
+
+def recorded_precision(run: dict) -> str:
+    """The precision a run computed in, from its checkpoint's record (older records: its config)."""
+    if isinstance(run.get("precision"), dict):
+        return run["precision"]["compute"]
+    config = run.get("config") or {}
+    if "precision" in config:
+        return config["precision"]
+    return "auto" if config.get("amp", True) else "fp32"
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -68,18 +81,27 @@ def _eval(args: argparse.Namespace) -> int:
                        test_subset=args.test_subset if args.test_subset is not None else data_cfg.test_subset)
     data_cfg.validate()
     device = select_device(args.device)
+    wanted = args.precision or recorded_precision(run)
+    if args.precision is None and device.type != "cuda" and wanted in ("bf16", "fp16"):
+        print(f"note: the run computed in {wanted} on a GPU; {device} evaluates in fp32, so the numbers may "
+              "differ slightly from its record", file=sys.stderr)
+        wanted = "fp32"
+    # a deterministic run is re-evaluated with the same kernels, so its top-1 comes back exactly
+    deterministic = bool((run.get("precision") or {}).get("deterministic", False))
+    precision = Precision(device, mode=wanted, deterministic=deterministic)
+    precision.configure()
     data = load_dataset(data_cfg, device)
-    precision = Precision(device, amp=True)
     model = precision.prepare_model(model)
     metrics = evaluate(model, data.test_batches(512), precision)
     cost = count_cost(model, data.image_size, data.in_channels)
     out = {"checkpoint": args.checkpoint, "model": payload["model"], "dataset": data_cfg.dataset, **metrics,
-           "flops": cost.flops, "params": cost.params}
+           "flops": cost.flops, "params": cost.params, "device": str(device), "precision": precision.name}
     if args.json:
         print(json.dumps(out))
     else:
         print(f"eval: {out['model']} {out['dataset']} top1={metrics['top1']:.2f}% top5={metrics['top5']:.2f}% "
-              f"loss={metrics['loss']:.4f} flops={cost.flops / 1e6:.2f}M params={cost.params / 1e6:.3f}M")
+              f"loss={metrics['loss']:.4f} flops={cost.flops / 1e6:.2f}M params={cost.params / 1e6:.3f}M "
+              f"({precision.name} on {device})")
     return 0
 
 

@@ -3,7 +3,10 @@
 Small datasets live on the training device, so augmenting image by image in Python would
 dominate an epoch; instead every op here is a handful of tensor kernels over the batch.
 Random draws come from a CPU `torch.Generator` and are then moved to the images' device,
-so a CPU run and a CUDA run with the same seed see exactly the same crops and flips.
+so a CPU run and a CUDA run with the same seed see exactly the same crops and flips. A
+training epoch draws all its batches' crops and flips up front and moves them in one copy
+(`draw_augment`, `apply_augment`): a host-to-device copy per batch would wait each time for
+the GPU's queue to drain.
 """
 from __future__ import annotations
 
@@ -51,13 +54,26 @@ def hflip(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(3), x)
 
 
-def augment(x: Tensor, pad: int, flip: bool, gen: torch.Generator) -> Tensor:
-    """The standard small-image training augmentation: random crop (``pad``), optional flip.
+def draw_augment(n: int, pad: int, flip: bool, gen: torch.Generator) -> Tensor:
+    """The random draws of one batch of ``n`` images as a (3, n) int64 tensor: crop dy, dx, flip flag.
 
-    Draw order is fixed (crop offsets, then flip mask) so a seed pins the whole batch.
+    Draw order is fixed (crop offsets, then flip mask; each only when used) so a seed pins the
+    whole batch, whether a batch's draws are made alone or with the rest of its epoch's.
     """
-    out = crop(x, *crop_offsets(x.shape[0], pad, gen), pad) if pad else x
-    return hflip(out, flip_mask(x.shape[0], gen)) if flip else out
+    dy, dx = crop_offsets(n, pad, gen) if pad else (torch.zeros(n, dtype=torch.long),) * 2
+    flips = flip_mask(n, gen).long() if flip else torch.zeros(n, dtype=torch.long)
+    return torch.stack([dy, dx, flips])
+
+
+def apply_augment(x: Tensor, draws: Tensor, pad: int, flip: bool) -> Tensor:
+    """Crop and flip ``x`` as ``draws`` (from `draw_augment`, best already on x's device) say."""
+    out = crop(x, draws[0], draws[1], pad) if pad else x
+    return hflip(out, draws[2].bool()) if flip else out
+
+
+def augment(x: Tensor, pad: int, flip: bool, gen: torch.Generator) -> Tensor:
+    """The standard small-image training augmentation: random crop (``pad``), optional flip."""
+    return apply_augment(x, draw_augment(x.shape[0], pad, flip, gen).to(x.device), pad, flip)
 
 
 def normalize(x: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:

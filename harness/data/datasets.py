@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from harness.data.augment import augment, channel_stats, normalize
+from harness.data.augment import apply_augment, augment, channel_stats, draw_augment, normalize
 from harness.data.config import STATS_SAMPLE, Batch, DataConfig, Stats
 from harness.errors import UserError
 
@@ -116,9 +116,15 @@ class InMemoryDataset(Dataset):
 
     def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(epoch_seed)
-        order = torch.randperm(self.train_size, generator=gen).to(self.device)
-        for idx in order.split(batch_size):
-            yield self._augmented(idx, gen), self.train_y[idx]
+        order = torch.randperm(self.train_size, generator=gen)
+        # Every batch's crops and flips drawn up front, in the order the batches use them (the same
+        # draws as batch by batch), then moved to the device with the order in one copy per epoch.
+        draws = [draw_augment(len(idx), self.pad, self.flip, gen) for idx in order.split(batch_size)]
+        packed = torch.cat([order.view(1, -1), torch.cat(draws, dim=1)])  # (4, N): index, dy, dx, flip
+        for part in packed.to(self.device).split(batch_size, dim=1):
+            idx = part[0]
+            x = apply_augment(self.train_x[idx], part[1:], self.pad, self.flip)
+            yield self._normalize(x), self.train_y[idx]
 
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         for x, y in zip(self.test_x.split(batch_size), self.test_y.split(batch_size)):
@@ -140,7 +146,8 @@ class _FileImages(torch.utils.data.Dataset):
     """Image files -> (uint8 CHW tensor, label); a per-item seed makes augmentation reproducible.
 
     Seeding each item from (seed, index) gives the same crops whatever the worker count;
-    `fork_rng` keeps the global RNG of the main process untouched when workers == 0.
+    `fork_rng` keeps the global CPU RNG of the main process untouched when workers == 0, and the
+    CUDA generators (dropout on the GPU) are never touched.
     """
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], transform: Callable, seed: int | None):
@@ -156,8 +163,10 @@ class _FileImages(torch.utils.data.Dataset):
             img = im.convert("RGB")
         if self.seed is None:
             return self.transform(img), self.labels[i]
+        # torchvision's transforms draw from the CPU generator alone: reseed only that one (torch.manual_seed
+        # would also reseed every CUDA generator, which fork_rng(devices=[]) does not restore)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + i) % 2**63)
+            torch.default_generator.manual_seed((self.seed * 1_000_003 + i) % 2**63)
             return self.transform(img), self.labels[i]
 
 

@@ -10,6 +10,7 @@ from harness.data import DataConfig
 from harness.errors import UserError
 from harness.job.records import read_json, to_jsonable
 from harness.models import MODELS
+from harness.train.device import PRECISIONS
 from harness.train.engine import OptimConfig
 
 
@@ -21,7 +22,8 @@ class JobConfig:
     epochs: int
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (harness.train.device)
+    deterministic: bool = False  # CUDA: deterministic kernels, no autotuning
     out: str | None = None
     progress: bool = True
     pruner: str | None = None
@@ -34,6 +36,8 @@ class JobConfig:
         MODELS.get(self.model)  # unknown model: UserError listing the registered ones
         self.data.validate()
         self.optim.validate()
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
         if self.init_checkpoint and self.pruner is None:

@@ -13,6 +13,8 @@ from typing import Any, Callable, Mapping
 
 from harness.errors import UserError
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # harness.train.device.PRECISIONS; no torch import to build flags
+
 OptionKind = str  # int | float | str | bool | int_list | float_list | str_tuple | list
 
 
@@ -75,7 +77,13 @@ _TRAINING = (
     Option("gamma", "float", "training"),
     Option("seed", "int", "training", default=0),
     Option("device", "str", "training", "auto (CUDA if present), cpu, cuda, cuda:N", default="auto"),
-    Option("no_amp", "bool", "training", "disable mixed precision on CUDA", default=False),
+    Option("precision", "str", "training", "arithmetic of training and evaluation: auto (bf16 on GPUs with native "
+           "bf16, else fp16 with a gradient scaler; fp32 on CPU), fp32 (true fp32, TF32 off), bf16, fp16",
+           default="auto", choices=PRECISIONS),
+    Option("no_amp", "bool", "training", "same as --precision fp32", default=False),
+    Option("deterministic", "bool", "training",
+           "CUDA: deterministic cuDNN kernels and algorithms, no autotuning (slower; see README, Reproducibility)",
+           default=False),
     # Budgets apply to unpruned runs too, so a table's drop is not an artefact of fewer epochs.
     Option("epoch_budget", "int", "training", "train exactly N epochs in all: a pruned run adds the extra ones "
            "after pruning, an unpruned one after --budget-epoch"),
@@ -200,11 +208,22 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     if pruner_config is None and budget is not None and budget_epoch is None:
         budget_epoch = default_prune_epoch(recipe, epochs)  # where a pruned run of the recipe adds its epochs
     cfg = JobConfig(model=opts["model"], data=data, optim=optim, epochs=epochs, seed=opts["seed"],
-                    device=opts["device"], amp=not opts["no_amp"], out=opts.get("out"), progress=not opts["quiet"],
+                    device=opts["device"], precision=_precision(opts), deterministic=opts["deterministic"],
+                    out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
                     init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch)
     cfg.validate()
     return cfg
+
+
+def _precision(opts: Mapping[str, Any]) -> str:
+    """--precision, with --no-amp kept as its old spelling of fp32."""
+    precision = opts["precision"]
+    if opts["no_amp"]:
+        if precision not in ("auto", "fp32"):
+            raise UserError(f"--no-amp means --precision fp32, which contradicts --precision {precision}; pass one")
+        precision = "fp32"
+    return precision
 
 
 def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str], None] | None = None):

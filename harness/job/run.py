@@ -26,7 +26,7 @@ from harness.job.config import JobConfig
 from harness.job.schedule import run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
 from harness.job.records import FLOPS_COUNTER, best_epoch, cost_entry, to_jsonable, write_json_atomic
-from harness.train.repro import environment, seed_everything
+from harness.train.repro import capture_rng, environment, restore_rng, seed_everything
 
 # report(entry, state_path): every history entry (phase train/recover/finetune) and every
 # pruning step (phase "prune"); state_path holds the run's state as of that entry, or None.
@@ -52,6 +52,7 @@ class JobContext:
     pruner_saved: dict[str, Any] | None = None  # its `state_dict` from the state file, until attached
     pruner_fields: dict[str, Any] = field(default_factory=dict)  # record fields of a finished prune
     pre_prune: dict[str, float] | None = None
+    earlier_precisions: list[str] = field(default_factory=list)  # a resume on another device may compute otherwise
     # Wall time of the runs before a resume, and when this one started: a resumed record's
     # wall_time_s is the whole run's, like its timings.
     wall_s_before: float = 0.0
@@ -161,7 +162,9 @@ class JobContext:
                                 "pruner_hooks": self.pruner.state_dict() if self.pruner is not None else None,
                                 "pruner_fields": to_jsonable(self.pruner_fields),
                                 "pre_prune": self.pre_prune,
-                                "rng": torch.get_rng_state(),
+                                "precisions": [*self.earlier_precisions, self.precision.name],
+                                "grad_scaler": _scaler_state(self.state.scaler),
+                                **capture_rng(self.precision.device),
                             })
         if entry is not None and self.report_fn is not None:
             self.report_fn(entry, self.state_path)
@@ -173,10 +176,11 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     resume = _read_state(state_path, cfg) if state_path is not None and Path(state_path).exists() else None
     init = read_checkpoint(cfg.init_checkpoint) if cfg.init_checkpoint and resume is None else None
     device = select_device(cfg.device)
+    precision = Precision(device, mode=cfg.precision, deterministic=cfg.deterministic)
+    precision.configure()
     data = load_dataset(cfg.data, device)
     check_input_size(cfg.model, data.image_size)
     seed_everything(cfg.seed)
-    precision = Precision(device, cfg.amp)
     model = build_model(cfg.model, data.num_classes, data.in_channels)
     baseline = count_cost(model, data.image_size, data.in_channels)  # always the unpruned architecture
     if init is not None:
@@ -195,10 +199,22 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
 
 def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
     payload = read_checkpoint(path)
-    if payload["meta"].get("job") != cfg.identity():
+    if _upgraded_identity(payload["meta"].get("job")) != cfg.identity():
         raise UserError(f"{path} holds the state of a run with other settings; use another --out, "
                         "or delete the file to start over")
     return payload
+
+
+def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode."""
+    if not saved or "amp" not in saved or "precision" in saved:
+        return saved
+    rest = {k: v for k, v in saved.items() if k != "amp"}
+    return {**rest, "precision": "auto" if saved["amp"] else "fp32", "deterministic": False}
+
+
+def _scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
+    return scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
 
 
 def _check_same_network(payload: dict[str, Any], cfg: JobConfig, data: Dataset) -> None:
@@ -221,7 +237,11 @@ def _restore(ctx: JobContext, saved: dict[str, Any]) -> None:
     ctx.pruner_saved = saved.get("pruner_hooks")  # states saved before the lifecycle hooks: none
     ctx.pruner_fields = dict(saved["pruner_fields"])
     ctx.pre_prune = saved["pre_prune"]
-    torch.set_rng_state(saved["rng"])
+    ctx.earlier_precisions = [p for p in saved.get("precisions", []) if p != ctx.precision.name]
+    restore_rng(saved, ctx.precision.device)  # a CUDA generator saved on a GPU is skipped on CPU
+    if saved.get("grad_scaler") and ctx.precision.name == "fp16":  # one scale for the whole run
+        ctx.state.scaler = ctx.precision.grad_scaler()
+        ctx.state.scaler.load_state_dict(saved["grad_scaler"])
     if saved["optimizer"] is not None:
         ctx.state.optimizer = make_optimizer(ctx.model, ctx.config.optim)
         ctx.state.optimizer.load_state_dict(saved["optimizer"])
@@ -284,6 +304,8 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "config": replace(cfg, out=str(Path(cfg.out).resolve()) if cfg.out else None),
         "data": ctx.data.describe(),
         "env": environment(ctx.precision.device),
+        "precision": {**ctx.precision.describe(), **({"earlier": ctx.earlier_precisions}
+                                                     if ctx.earlier_precisions else {})},
         "history": ctx.state.history,
         "final": final,
         "best": best_epoch(ctx.state.history, cfg.pruner is not None),  # the papers' model_best, test-selected
@@ -300,4 +322,4 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
 def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint remembers of its run (eval reuses the dataset settings)."""
     return {k: record[k] for k in ("model", "dataset", "pruner", "seed", "config", "final", "flops", "params",
-                                   "epochs_trained")}
+                                   "epochs_trained", "precision")}

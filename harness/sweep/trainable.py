@@ -265,8 +265,12 @@ def ray_trainable(config: dict[str, Any], ctx: SweepContext, plan: dict[str, dic
     import torch
     from ray import tune
 
+    from harness.train.memory import cap_process_share, release_cached_memory
+
     if not ray.get_gpu_ids():  # a trial given no GPU must not use one (Ray 2.60 no longer hides them)
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    else:  # a fractional-GPU trial shares the device: cap its allocator at its share (LAASP sizes batches by it)
+        cap_process_share(ray.get_runtime_context().get_assigned_resources().get("GPU", 1.0))
     torch.set_num_threads(ctx.threads)  # spinning thread pools crawl when cores are shared
     name = tune.get_context().get_trial_name()
     trial = trial_from_config(config, name, plan)
@@ -286,11 +290,14 @@ def ray_trainable(config: dict[str, Any], ctx: SweepContext, plan: dict[str, dic
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(scratch)))  # copied to storage here
         shutil.rmtree(scratch, ignore_errors=True)
 
-    if checkpoint is not None:
-        with checkpoint.as_directory() as restored:
-            record = execute_trial(ctx, trial, emit, checkpoint_dir=restored)
-    else:
-        record = execute_trial(ctx, trial, emit)
+    try:
+        if checkpoint is not None:
+            with checkpoint.as_directory() as restored:
+                record = execute_trial(ctx, trial, emit, checkpoint_dir=restored)
+        else:
+            record = execute_trial(ctx, trial, emit)
+    finally:
+        release_cached_memory()  # Tune reuses this worker: the next trial starts with the GPU memory given back
     if record.get("status") != "ok":
         raise TrialFailed(f"{name}: {record.get('error')}")
     tune.report(final_metrics(record))
@@ -308,6 +315,8 @@ class SerialExecutor:
     def run(self, trial: Trial) -> dict[str, Any]:
         import torch
 
+        from harness.train.memory import release_cached_memory
+
         done = self.ctx.record_path(trial.name).exists()
         threads = torch.get_num_threads()
         torch.set_num_threads(self.ctx.threads)
@@ -317,6 +326,7 @@ class SerialExecutor:
             record = execute_trial(self.ctx, trial)
         finally:
             torch.set_num_threads(threads)
+            release_cached_memory()
         if not done:
             self.say(f"[{self.ctx.name}] {describe_result(trial.name, record)}")
         return record

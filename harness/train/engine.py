@@ -109,7 +109,7 @@ def train_epoch(
         scaler.step(optimizer)
         scaler.update()
         loss_sum += loss.detach().float() * y.shape[0]
-        correct += (logits.detach().argmax(1) == y).sum()
+        correct += (logits.detach().float().argmax(1) == y).sum()  # fp32: bf16 logits tie too often
         seen += y.shape[0]
     mean_loss = float(loss_sum) / max(seen, 1)
     if not math.isfinite(mean_loss):
@@ -141,7 +141,8 @@ def evaluate(
     for x, y in batches:
         with precision.autocast():
             logits = model(precision.prepare_input(x))
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        logits = logits.float()  # metrics in fp32: bf16 logits (8 mantissa bits) tie and reorder classes
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
         top1, top5 = _topk_correct(logits, y, (1, 5))
         c1 += top1
         c5 += top5
@@ -182,6 +183,7 @@ class TrainingState:
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_trained: int = 0
     train_time_s: float = 0.0
+    scaler: torch.amp.GradScaler | None = None  # one per run (fp16 only), saved with the run's state
 
 
 class Engine:
@@ -224,7 +226,9 @@ class Engine:
         if hooks.weight_decay is not None:
             for group in state.optimizer.param_groups:
                 group["weight_decay"] = hooks.weight_decay
-        scaler = self.precision.grad_scaler()
+        if state.scaler is None:  # kept across calls: LAASP's recovery epochs continue the same scale
+            state.scaler = self.precision.grad_scaler()
+        scaler = state.scaler
         epochs = list(schedule_epochs)
         for schedule_epoch in _progress(epochs, phase, self.progress):
             lr = fixed_lr if fixed_lr is not None else self.optim.lr_at(schedule_epoch)

@@ -17,6 +17,24 @@ def seed_everything(seed: int) -> None:
     os.environ["PYTHONHASHSEED"] = str(seed)
 
 
+def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global generators a run draws from (dropout, say): the CPU one, and its CUDA device's.
+
+    Data order and augmentation use their own seeded generators; these are what is left.
+    """
+    state = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(saved: dict, device: torch.device) -> None:
+    """Put back what `capture_rng` saved; a CUDA state is restored only when the run is on CUDA again."""
+    torch.set_rng_state(saved["rng"])
+    if device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -36,6 +54,10 @@ def environment(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cuda": torch.version.cuda,
     }
+    if device.type == "cuda":  # a fractional-GPU sweep trial runs under its share of the device's memory
+        from harness.train.memory import process_fraction
+
+        env["gpu_memory_fraction"] = process_fraction(device)
     for pkg in ("torch", "torchvision", "torch-pruning", "numpy", "optuna", "ray"):
         env[pkg.replace("-", "_")] = _version(pkg)
     return env
