@@ -45,7 +45,7 @@ from harness.prune.criteria import CRITERIA, CriterionInput
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import Pruner, PruneSchedule, StepResult
+from harness.prune.pruner import Pruner, PruneSchedule, StepResult, cap_count
 
 log = logging.getLogger("baselines")
 
@@ -72,11 +72,6 @@ class CoupledGroup:
     @property
     def names(self) -> list[str]:
         return [layer.name for layer, _ in self.members]
-
-
-def cap_count(channels: int, max_prune_rate: float) -> int:
-    """Same rule as LAASP: at most ``max_prune_rate`` of the filters, and never the last one."""
-    return max(0, min(int(max_prune_rate * channels + 1e-9), channels - 1))
 
 
 def coupled_groups(net: PrunableNetwork, max_prune_rate: float = 1.0) -> list[CoupledGroup]:
