@@ -2,13 +2,13 @@
 through `harness.job.options`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.data import DataConfig
 from harness.errors import UserError
-from harness.job.records import read_json, to_jsonable
+from harness.job.records import portable_path, read_json, to_jsonable
 from harness.models import MODELS
 from harness.train.engine import OptimConfig
 
@@ -52,6 +52,12 @@ class JobConfig:
         if self.epoch_budget is not None and self.epoch_budget < self.epochs:
             raise UserError(f"--epoch-budget {self.epoch_budget} is below --epochs {self.epochs}; "
                             "the budget counts every epoch trained, so it must be >= --epochs")
+
+    def portable(self) -> "JobConfig":
+        """The config as a record holds it: its output folder relative to itself (the record sits
+        in it), what it reads relative to the repository; never a path of this machine."""
+        return replace(self, out=portable_path(self.out, self.out), init_checkpoint=portable_path(self.init_checkpoint),
+                       data=replace(self.data, data_root=portable_path(self.data.data_root)))
 
     def identity(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed (output and display settings may differ)."""

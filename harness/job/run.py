@@ -9,7 +9,7 @@ the run stopped instead of starting over.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -239,7 +239,7 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "dataset": cfg.data.dataset,
         "pruner": cfg.pruner,
         "seed": cfg.seed,
-        "config": _portable_config(cfg),
+        "config": cfg.portable(),
         "data": {**ctx.data.describe(), "data_root": portable_path(cfg.data.data_root),
                  "root": portable_path(ctx.data.root)},
         "env": environment(ctx.precision.device),
@@ -253,13 +253,6 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "timings": ctx.timings,
         **extra,
     })
-
-
-def _portable_config(cfg: JobConfig) -> JobConfig:
-    """The config as the record holds it: its output folder relative to itself (the record sits
-    in it), what it read relative to the repository; never a path of this machine."""
-    return replace(cfg, out=portable_path(cfg.out, cfg.out), init_checkpoint=portable_path(cfg.init_checkpoint),
-                   data=replace(cfg.data, data_root=portable_path(cfg.data.data_root)))
 
 
 def _record_summary(record: dict[str, Any]) -> dict[str, Any]:
