@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.job.records import portable_path
 from harness.results import load as R
 from harness.results.render import to_html
 from harness.results.tables import Row, Table, build_table, describe_run
@@ -139,7 +140,7 @@ def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: s
         '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{_e(title)}</title>",
         f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{_e(title)}</h1>",
         f"<p>Generated {now} by <code>run_bench.py report</code> from {len(records)} record(s) in "
-        f"<code>{_e(folder.resolve())}</code>: {ok} successful, {len(records) - ok} failed. Every number below is "
+        f"<code>{_e(portable_path(folder))}</code>: {ok} successful, {len(records) - ok} failed. Every number below is "
         "read from those records; nothing is re-measured.</p>",
         "<h2>Results</h2>", f'<div class="scroll">{to_html(table)}</div>',
     ]

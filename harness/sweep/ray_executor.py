@@ -55,6 +55,12 @@ class StudySearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         pass  # told by SweepCallback, from the record
 
+    def save(self, checkpoint_path: str) -> None:
+        pass  # optuna.db is the searcher's state; Tune's experiment snapshot is never restored
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
 
 class RungScheduler(FIFOScheduler):
     """ASHA (`harness.sweep.asha.Rungs`, keyed by trial name) as a Tune scheduler; remembers the

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from harness.errors import UserError
 from harness.job.records import portable_path, read_json, resolve_path, to_jsonable, write_json_atomic
 from harness.sweep.faults import fault
+from harness.sweep.lock import trial_lock
 from harness.sweep.options import portable_options
 from harness.sweep.plan import job_config
 from harness.sweep.space import Trial
@@ -122,7 +123,14 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
     if path.exists():
         return read_json(path)  # finished before: neither lost nor re-run
     out = ctx.trial_dir(trial.name)
-    out.mkdir(parents=True, exist_ok=True)
+    with trial_lock(out):  # a worker of a killed driver may still be on it for a few seconds
+        if path.exists():
+            return read_json(path)
+        return _execute(ctx, trial, out, emit, checkpoint_dir)
+
+
+def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
+             checkpoint_dir: str | Path | None) -> dict[str, Any]:
     state = out / "state.pt"
     resumed = _take_checkpoint(checkpoint_dir, state, out)
 
