@@ -14,7 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.sweep import trainable
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, deterministic, run_cli, sweep_records
 
 BOOM = '''
 from dataclasses import dataclass
@@ -56,7 +56,6 @@ fixed:
 LAASP = "  laasp: {recover_epoch: 1, recover_flop: 0.1, step_scale: 3.0, subset_size: 64, criteria: [l1, cos]}\n"
 GRID = COMMON + "plugins: [boom.py]\npruners:\n" + LAASP + "grid:\n  pruner: [none, laasp, l1_uniform, boom]\n"
 LAASP_TRIAL = "001-resnet20-laasp-t0.3-s0"
-TIMING_KEYS = ("time", "_s", "per_s", "checkpoint", "out", "executor", "sweep", "resumed", "env", "latency")
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +69,7 @@ def spaces(tmp_path_factory) -> Path:
     return d
 
 
-def _records(sweep: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((sweep / "records").glob("*.json"))}
-
-
-def _numbers(record: dict):
-    """A record without wall times, paths, host facts: what must match between executors."""
-    def strip(o):
-        if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if not any(s in k for s in TIMING_KEYS)}
-        if isinstance(o, list):
-            return [strip(v) for v in o]
-        return o
-    return strip(record)
+_records, _numbers = sweep_records, deterministic
 
 
 @pytest.fixture(scope="module")

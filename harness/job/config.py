@@ -36,8 +36,9 @@ class JobConfig:
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
         if self.init_checkpoint and not Path(self.init_checkpoint).is_file():  # a sweep checks every trial up front
-            raise UserError(f"--from-checkpoint {self.init_checkpoint}: no such file; pass the checkpoint.pt "
-                            "written by a run's --out folder")
+            what = "is a folder" if Path(self.init_checkpoint).is_dir() else "no such file"
+            raise UserError(f"--from-checkpoint {self.init_checkpoint}: {what}; pass the checkpoint.pt written by a "
+                            "run's --out folder")
         if (self.init_checkpoint or self.epoch_budget is not None) and self.pruner is None:
             raise UserError("--from-checkpoint and --epoch-budget/--match-epochs need a pruner; use `run --pruner ...`")
         if self.pruner is not None:

@@ -60,12 +60,14 @@ def resolve_path(path: str | Path | None, base: str | Path | None = None) -> Pat
     return Path(os.path.normpath(Path(base if base is not None else REPO_ROOT) / Path(path).expanduser()))
 
 
-def ensure_writable_folder(path: str | Path, what: str) -> Path:
-    """Create ``path`` (and its parents) and check a file can be written in it; a `UserError`
-    naming ``what`` (e.g. ``--out``) otherwise, before anything is computed."""
+def ensure_writable_folder(path: str | Path, what: str, keep: bool = True) -> Path:
+    """Check a file can be written in folder ``path`` (creating it and its parents); a `UserError`
+    naming ``what`` (e.g. ``--out``) otherwise, before anything is computed. With ``keep=False``
+    the folders this check created are removed again (nothing is left behind by a refused run)."""
     from harness.errors import UserError
 
     folder = Path(path).expanduser()
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test.{os.getpid()}"
@@ -74,6 +76,9 @@ def ensure_writable_folder(path: str | Path, what: str) -> Path:
     except OSError as exc:
         raise UserError(f"{what} {path}: cannot write there ({exc.strerror or exc}); choose a folder you can "
                         "write to") from None
+    if not keep:
+        for created in missing:  # deepest first
+            created.rmdir()
     return folder
 
 

@@ -194,7 +194,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         raise UserError(f"{Path(cfg.out) / 'record.json'} already exists: that run is finished; "
                         "choose another --out (nothing was overwritten)")
     if cfg.out:
-        ensure_writable_folder(cfg.out, "--out")
+        ensure_writable_folder(cfg.out, "--out", keep=False)  # refused input leaves no folder behind
     ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
     ctx.started = wall_start  # data loading and model building count too
     if cfg.pruner is None:
