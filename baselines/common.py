@@ -45,7 +45,7 @@ from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import Pruner, PruneSchedule, StepResult
+from harness.prune.pruner import Pruner, PruneSchedule, StepResult, cap_count
 
 log = logging.getLogger("baselines")
 
@@ -89,11 +89,6 @@ def group_rows(group: CoupledGroup) -> torch.Tensor:
     """Row k: the weights of channel k's filter in every member conv, concatenated (float64,
     CPU). For a one-conv group, exactly that conv's filters."""
     return torch.cat([filter_rows(layer.module)[idxs].cpu() for layer, idxs in group.members], dim=1)
-
-
-def cap_count(channels: int, max_prune_rate: float) -> int:
-    """Same rule as LAASP: at most ``max_prune_rate`` of the filters, and never the last one."""
-    return max(0, min(int(max_prune_rate * channels + 1e-9), channels - 1))
 
 
 def coupled_groups(net: PrunableNetwork, max_prune_rate: float = 1.0) -> list[CoupledGroup]:

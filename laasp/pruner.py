@@ -23,7 +23,7 @@ from laasp.config import LAASPConfig
 from harness.prune.criteria import CRITERIA, CriterionInput, lowest, needs_data
 from harness.prune.probe import Probe
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import StepResult  # noqa: F401 (the step API returns it)
+from harness.prune.pruner import StepResult, cap_count  # noqa: F401 (the step API returns StepResult)
 from laasp.racing import race
 from laasp.selection import Candidate, CandidateEvaluator
 
@@ -64,7 +64,7 @@ class LAASP:
 
     def cap_count(self, layer: Layer) -> int:
         """Most filters the layer may lose; it always keeps at least one."""
-        return min(int(self.config.max_prune_rate * layer.original_filters + 1e-9), layer.original_filters - 1)
+        return cap_count(layer.original_filters, self.config.max_prune_rate)
 
     def step_size(self, layer: Layer) -> int:
         if self.config.step_rule == "flops":

@@ -1,6 +1,7 @@
 """Small helpers shared by test files (not fixtures)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,32 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
     errors = [line for line in lines if line.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     return errors[0]
+
+
+# Record keys that differ between equal runs (wall times, where and when, how it was resumed).
+TIMING_KEYS = ("time", "_s", "per_s", "checkpoint", "out", "executor", "sweep", "resumed", "env", "latency")
+
+
+def sweep_records(sweep: Path) -> dict[str, dict]:
+    """A sweep folder's records by trial name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((sweep / "records").glob("*.json"))}
+
+
+def deterministic(record: dict):
+    """A record without wall times, paths, host facts: what must match between equal runs."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if not any(s in k for s in TIMING_KEYS)}
+        if isinstance(o, list):
+            return [strip(v) for v in o]
+        return o
+    return strip(record)
+
+
+def absolute_paths(obj, where: str = "") -> list[str]:
+    """Every string in a JSON document that is an absolute path (``where: value``)."""
+    if isinstance(obj, dict):
+        return [p for k, v in obj.items() if k not in ("error", "traceback") for p in absolute_paths(v, f"{where}.{k}")]
+    if isinstance(obj, list):
+        return [p for i, v in enumerate(obj) for p in absolute_paths(v, f"{where}[{i}]")]
+    return [f"{where}: {obj}"] if isinstance(obj, str) and obj.startswith("/") else []

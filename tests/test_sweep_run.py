@@ -14,7 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.sweep import trainable
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, deterministic, run_cli, sweep_records
 
 BOOM = '''
 from dataclasses import dataclass
@@ -57,7 +57,6 @@ fixed:
 LAASP = "  laasp: {recover_epoch: 1, recover_flop: 0.1, step_scale: 3.0, subset_size: 64, criteria: [l1, cos]}\n"
 GRID = COMMON + "plugins: [boom.py]\npruners:\n" + LAASP + "grid:\n  pruner: [none, laasp, l1_uniform, boom]\n"
 LAASP_TRIAL = "001-resnet20-laasp-t0.3-s0"
-TIMING_KEYS = ("time", "_s", "per_s", "checkpoint", "out", "executor", "sweep", "resumed", "env", "latency")
 
 
 @pytest.fixture(scope="module")
@@ -71,19 +70,7 @@ def spaces(tmp_path_factory) -> Path:
     return d
 
 
-def _records(sweep: Path) -> dict[str, dict]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((sweep / "records").glob("*.json"))}
-
-
-def _numbers(record: dict):
-    """A record without wall times, paths, host facts: what must match between executors."""
-    def strip(o):
-        if isinstance(o, dict):
-            return {k: strip(v) for k, v in o.items() if not any(s in k for s in TIMING_KEYS)}
-        if isinstance(o, list):
-            return [strip(v) for v in o]
-        return o
-    return strip(record)
+_records, _numbers = sweep_records, deterministic
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +100,8 @@ def test_ray_sweep_interrupted_and_resumed(ray_sweep) -> None:
     assert first["rc"] == 130, first["err"]
     assert "run_bench.py sweep --resume tiny" in first["err"]
     assert 1 <= len(first["records"]) < 4 and f"{LAASP_TRIAL}" not in first["records"]
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 1, resumed.stderr  # the boom trial failed: exit 1, with a summary line
+    assert "1 of 4 trials failed: 003-resnet20-boom-t0.3-s0" in resumed.stderr.splitlines()[-1]
     records = _records(sweep)
     planned = json.loads((sweep / "sweep.json").read_text())["planned"]
     assert sorted(records) == sorted(planned) and len(planned) == 4  # exactly the plan: nothing lost, nothing twice
@@ -132,10 +120,12 @@ def test_ray_sweep_interrupted_and_resumed(ray_sweep) -> None:
             for key in ("model", "dataset", "pruner", "seed", "config", "env", "history", "final", "flops", "params",
                         "epochs_trained", "wall_time_s", "checkpoint", "trial_id", "sweep", "options"):
                 assert key in rec, (name, key)
-            assert Path(rec["checkpoint"]).is_file() and rec["executor"] == "ray" and rec["sweep"] == "tiny"
+            assert (sweep / rec["checkpoint"]).is_file() and rec["executor"] == "ray" and rec["sweep"] == "tiny"
+            assert rec["checkpoint"] == f"trials/{name}/checkpoint.pt" and rec["config"]["out"] == f"trials/{name}"
             assert not (sweep / "trials" / name / "state.pt").exists()
     assert list((sweep / "ray" / "main").rglob("events.out.tfevents*"))  # Tune's logs for TensorBoard
     assert "[tiny] failed 003-resnet20-boom-t0.3-s0" in resumed.stdout
+    assert "restart" not in resumed.stdout  # a trial that raised is recorded as failed, never retried
 
 
 def test_serial_executor_is_ray_free_and_gives_the_same_records(ray_sweep, spaces, tmp_path) -> None:
@@ -144,7 +134,7 @@ def test_serial_executor_is_ray_free_and_gives_the_same_records(ray_sweep, space
             f"rc = main(['sweep', {str(spaces / 'tiny.yaml')!r}, '--executor', 'serial', '--results-dir', "
             f"{str(tmp_path)!r}]); assert 'ray' not in sys.modules, 'serial imported ray'; sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the boom trial failed
     serial, ray = _records(tmp_path / "tiny"), _records(sweep)
     assert sorted(serial) == sorted(ray)
     for name in ray:
@@ -178,7 +168,7 @@ def test_serial_interrupt_resume_and_nan_failure(ray_sweep, spaces, tmp_path, mo
     assert sorted(_records(tmp_path / "tiny_nan")) == ["000-resnet20-unpruned-s0"]
     assert (tmp_path / "tiny_nan" / "trials" / LAASP_TRIAL / "state.pt").exists()
     monkeypatch.undo()
-    assert main(["sweep", "--resume", "tiny_nan", "--results-dir", str(tmp_path)]) == 0
+    assert main(["sweep", "--resume", "tiny_nan", "--results-dir", str(tmp_path)]) == 1  # boom and the NaN trial
     records = _records(tmp_path / "tiny_nan")
     assert len(records) == 5
     nan = records["004-resnet20-random-t0.3-s0"]

@@ -15,9 +15,9 @@ def state_path(cfg) -> Path | None:
     return Path(cfg.out) / "state.pt" if cfg.out else None
 
 
-def result_line(record: dict) -> str:
+def result_line(record: dict, out: str | None = None) -> str:
     f, fl, pa = record["final"], record["flops"], record["params"]
-    where = f" -> {record['config']['out']}/record.json" if record["config"].get("out") else ""
+    where = f" -> {Path(out) / 'record.json'}" if out else ""
     return (f"result: {record['model']} {record['dataset']} pruner={record['pruner']} seed={record['seed']} "
             f"top1={f['top1']:.2f}% top5={f['top5']:.2f}% loss={f['loss']:.4f} "
             f"flops={fl['after'] / 1e6:.2f}M ({100 * fl['reduction']:.1f}% less) params={pa['after'] / 1e6:.3f}M "
@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = job_config_from_options(vars(args))
     record = run_job(cfg, state_path=state_path(cfg))
-    print(result_line(record))
+    print(result_line(record, cfg.out))
     return 0
 
 
@@ -67,6 +67,7 @@ def _eval(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from harness.job.checkpoint import load_checkpoint
+    from harness.job.records import resolve_path
     from harness.data import DataConfig, load_dataset
     from harness.train.device import Precision, select_device
     from harness.train.engine import evaluate
@@ -77,7 +78,8 @@ def _eval(args: argparse.Namespace) -> int:
     data_cfg = DataConfig(**{k: v for k, v in run["config"]["data"].items()})
     # Same data settings as the run (train subset included: an ImageFolder set's normalisation
     # statistics come from the training images it loaded).
-    data_cfg = replace(data_cfg, data_root=args.data_root or data_cfg.data_root,
+    recorded_root = data_cfg.data_root and str(resolve_path(data_cfg.data_root))  # records: repository-relative
+    data_cfg = replace(data_cfg, data_root=args.data_root or recorded_root,
                        test_subset=args.test_subset if args.test_subset is not None else data_cfg.test_subset)
     data_cfg.validate()
     device = select_device(args.device)
@@ -169,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     options = vars(args)
     cfg = job_config_from_options(options, pruner_config=pruner_config_from_options(options))
     record = run_job(cfg, state_path=state_path(cfg))
-    print(result_line(record))
+    print(result_line(record, cfg.out))
     return 0
 
 

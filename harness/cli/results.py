@@ -93,6 +93,7 @@ def add_plots_args(p: argparse.ArgumentParser) -> None:
 
 
 def plots_main(args: argparse.Namespace) -> int:
+    from harness.job.records import ensure_writable_folder
     from harness.results.plots import all_plots
     from harness.results.load import load_records, write_bytes_atomic
 
@@ -105,7 +106,7 @@ def plots_main(args: argparse.Namespace) -> int:
     plots = all_plots(records, args.folder)
     if not plots:
         raise UserError(f"{args.folder}: the records hold nothing to plot (no successful runs)")
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(out, "--out")
     for plot in plots:
         buf = io.BytesIO()
         # metadata without a date, so an unchanged folder redraws byte-identical files
@@ -119,8 +120,33 @@ _STABLE_METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Pr
                     "svg": {"Date": None}}
 
 
+def add_migrate_args(p: argparse.ArgumentParser) -> None:
+    p.description = ("Rewrite the absolute machine paths in records, sweep.json and run records under each FOLDER "
+                     "into the portable form new ones have (relative to the results folder or the repository). "
+                     "Then regenerate the report (run_bench.py report FOLDER).")
+    p.add_argument("folders", nargs="+", metavar="FOLDER", help="results folder, e.g. results/quick")
+
+
+def migrate_main(args: argparse.Namespace) -> int:
+    from harness.results.portable import migrate_folder
+
+    for folder in args.folders:
+        if not Path(folder).is_dir():
+            raise UserError(f"{folder}: no such folder; pass a results folder such as results/<sweep>")
+    for folder in args.folders:
+        changed = migrate_folder(folder)
+        for path, changes in changed.items():
+            print(f"{path}: {len(changes)} path(s)")
+            for old, new in dict.fromkeys(changes):
+                print(f"  {old} -> {new}")
+        print(f"migrate-paths: {folder}: {len(changed)} file(s) rewritten")
+    return 0
+
+
 command("table", "comparison table of a results folder (md, csv or latex), computed from its records")(
     (add_table_args, table_main))
 command("report", "self-contained HTML report of a results folder: table, figures, how the numbers were made")(
     (add_report_args, report_main))
 command("plots", "the report's figures as files (png, pdf or svg) in <folder>/plots/")((add_plots_args, plots_main))
+command("migrate-paths", "rewrite absolute machine paths in a results folder's records and sweep.json as relative ones")(
+    (add_migrate_args, migrate_main))

@@ -27,6 +27,14 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default 0)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most K trials at once (default: as resources allow)")
     p.add_argument("--data-root", help="dataset folder or .zip for every trial (CIFAR, ImageNet, ImageFolder)")
+    p.add_argument("--max-failures", type=int, default=None,
+                   help="Ray: restart a trial whose worker process died (SIGKILL, a lost node) from its last "
+                        "checkpoint at most N times (default 2); a trial that fails by itself is not retried")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue even though the original space file changed (the sweep keeps "
+                        "running its own copy, space.yaml)")
+    p.epilog = ("exit status: 0 every trial succeeded, 1 some trials failed (listed on the last line), "
+                "2 bad input (nothing ran), 130 interrupted (resume with --resume NAME)")
 
 
 def sweep_main(args: argparse.Namespace) -> int:
@@ -35,7 +43,7 @@ def sweep_main(args: argparse.Namespace) -> int:
 
     overrides = {"executor": args.executor, "address": args.address, "cpus_per_trial": args.cpus_per_trial,
                  "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent,
-                 "data_root": args.data_root}
+                 "max_failures": args.max_failures, "data_root": args.data_root}
     if args.resume:
         if args.space or args.name:
             raise UserError("--resume NAME continues a sweep from its own copy of the space; drop the SPACE "
@@ -45,13 +53,16 @@ def sweep_main(args: argparse.Namespace) -> int:
 
             print("note: a Ray stage that had already started keeps its original --max-concurrent (Tune restores "
                   "it); stages that start now use the new value", file=sys.stderr)
-        sweep = Sweep.resume(args.resume, args.results_dir, overrides)
+        sweep = Sweep.resume(args.resume, args.results_dir, overrides, force=args.force)
     else:
+        if args.force:
+            raise UserError("--force goes with --resume NAME (a new sweep has nothing to force)")
         space = Path(args.space) if args.space else DEFAULT_SPACE
         resources = Resources(executor=args.executor or "ray", address=args.address,
                               cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
                               gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
-                              max_concurrent=args.max_concurrent)
+                              max_concurrent=args.max_concurrent,
+                              max_failures=2 if args.max_failures is None else args.max_failures)
         sweep = Sweep.create(space, args.name, args.results_dir, resources, data_root=args.data_root)
     return run_sweep(sweep)
 

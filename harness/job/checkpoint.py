@@ -92,7 +92,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, model_name: str, num_cla
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass the checkpoint.pt written by a run's --out folder")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise UserError(f"checkpoint {path} {what}; pass the checkpoint.pt written by a run's --out folder")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle of whole modules, or a damaged file

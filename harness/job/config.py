@@ -2,13 +2,13 @@
 through `harness.job.options`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from harness.data import DataConfig
 from harness.errors import UserError
-from harness.job.records import read_json, to_jsonable
+from harness.job.records import portable_path, read_json, to_jsonable
 from harness.models import MODELS
 from harness.train.device import PRECISIONS
 from harness.train.engine import OptimConfig
@@ -40,6 +40,10 @@ class JobConfig:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
+        if self.init_checkpoint and not Path(self.init_checkpoint).is_file():  # a sweep checks every trial up front
+            what = "is a folder" if Path(self.init_checkpoint).is_dir() else "no such file"
+            raise UserError(f"--from-checkpoint {self.init_checkpoint}: {what}; pass the checkpoint.pt written by a "
+                            "run's --out folder")
         if self.init_checkpoint and self.pruner is None:
             raise UserError("--from-checkpoint needs a pruner; use `run --pruner ...`")
         if self.budget_epoch is not None:
@@ -65,6 +69,12 @@ class JobConfig:
         if self.epoch_budget is not None and self.epoch_budget < self.epochs:
             raise UserError(f"--epoch-budget {self.epoch_budget} is below --epochs {self.epochs}; "
                             "the budget counts every epoch trained, so it must be >= --epochs")
+
+    def portable(self) -> "JobConfig":
+        """The config as a record holds it: its output folder relative to itself (the record sits
+        in it), what it reads relative to the repository; never a path of this machine."""
+        return replace(self, out=portable_path(self.out, self.out), init_checkpoint=portable_path(self.init_checkpoint),
+                       data=replace(self.data, data_root=portable_path(self.data.data_root)))
 
     def identity(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed (output and display settings may differ)."""

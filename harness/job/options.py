@@ -191,6 +191,8 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     epochs = _pick(opts.get("epochs"), recipe.epochs)
     if epochs < 1:
         raise UserError(f"--epochs must be >= 1 (got {epochs})")
+    if opts.get("milestones") is not None:
+        _check_milestones(tuple(opts["milestones"]), epochs)
     optim = OptimConfig(
         lr=_pick(opts.get("lr"), recipe.lr), momentum=opts["momentum"],
         weight_decay=_pick(opts.get("weight_decay"), recipe.weight_decay),
@@ -224,6 +226,18 @@ def _precision(opts: Mapping[str, Any]) -> str:
             raise UserError(f"--no-amp means --precision fp32, which contradicts --precision {precision}; pass one")
         precision = "fp32"
     return precision
+
+
+def _check_milestones(milestones: tuple[int, ...], epochs: int) -> None:
+    """Milestones the user gave: each must fall inside the run, once (the recipe's are scaled to fit)."""
+    late = [m for m in milestones if m >= epochs]
+    if late:
+        raise UserError(f"--milestones {','.join(map(str, milestones))}: {','.join(map(str, late))} is not before the "
+                        f"last epoch (--epochs {epochs}), so the learning rate would never drop there; give epochs "
+                        f"below {epochs} or raise --epochs")
+    if len(set(milestones)) != len(milestones):
+        raise UserError(f"--milestones {','.join(map(str, milestones))} lists an epoch twice (the rate would drop "
+                        "twice at once); list each epoch once, or change --gamma")
 
 
 def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str], None] | None = None):

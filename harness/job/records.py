@@ -3,6 +3,11 @@
 A record is self-contained: config, environment, per-epoch history, final metrics, FLOPs and
 params before/after with the counter that produced them, epochs actually trained, wall time.
 Records are written atomically so a crash never leaves half a file behind.
+
+Paths in a record are never absolute machine paths: what the run wrote (its folder, its
+checkpoint) is relative to the folder the record belongs to (a run's ``--out``, a sweep's
+folder), what it read (data, a start checkpoint) relative to the repository
+(`portable_path`); `resolve_path` turns them back into paths of this machine.
 """
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+from harness.data import REPO_ROOT
 
 RECORD_VERSION = 1
 FLOPS_COUNTER = "harness.prune.flops.count_cost: multiply-accumulates of Conv2d and Linear layers, batch 1"
@@ -30,6 +37,49 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def portable_path(path: str | Path | None, base: str | Path | None = None) -> str | None:
+    """``path`` as records store it: relative to ``base`` when it lies inside it (``"."`` for
+    ``base`` itself), else relative to the repository (``../shared/data/cifar10-jpeg.zip``)."""
+    if path is None:
+        return None
+    absolute = os.path.abspath(os.path.expanduser(str(path)))
+    if base is not None:
+        root = os.path.abspath(str(base))
+        if absolute == root or absolute.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.relpath(absolute, root)
+    return os.path.relpath(absolute, REPO_ROOT)
+
+
+def resolve_path(path: str | Path | None, base: str | Path | None = None) -> Path | None:
+    """A recorded path on this machine: relative to ``base`` (or the repository when None);
+    absolute paths (records written before paths were portable) are kept as they are."""
+    if path is None:
+        return None
+    return Path(os.path.normpath(Path(base if base is not None else REPO_ROOT) / Path(path).expanduser()))
+
+
+def ensure_writable_folder(path: str | Path, what: str, keep: bool = True) -> Path:
+    """Check a file can be written in folder ``path`` (creating it and its parents); a `UserError`
+    naming ``what`` (e.g. ``--out``) otherwise, before anything is computed. With ``keep=False``
+    the folders this check created are removed again (nothing is left behind by a refused run)."""
+    from harness.errors import UserError
+
+    folder = Path(path).expanduser()
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what} {path}: cannot write there ({exc.strerror or exc}); choose a folder you can "
+                        "write to") from None
+    if not keep:
+        for created in missing:  # deepest first
+            created.rmdir()
+    return folder
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:

@@ -9,7 +9,7 @@ the run stopped instead of starting over.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,10 +22,12 @@ from harness.train.device import Precision, select_device
 from harness.train.engine import Engine, TrainHooks, TrainingState, loss_passes, make_optimizer
 from harness.errors import UserError
 from harness.prune.flops import Cost, count_cost, reduction
+from harness.prune.pruner import check_reachable
 from harness.job.config import JobConfig
 from harness.job.schedule import run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
-from harness.job.records import FLOPS_COUNTER, best_epoch, cost_entry, to_jsonable, write_json_atomic
+from harness.job.records import (FLOPS_COUNTER, best_epoch, cost_entry, ensure_writable_folder, portable_path,
+                                 to_jsonable, write_json_atomic)
 from harness.train.repro import capture_rng, environment, restore_rng, seed_everything
 
 # report(entry, state_path): every history entry (phase train/recover/finetune) and every
@@ -183,6 +185,8 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.num_classes, data.in_channels)
     baseline = count_cost(model, data.image_size, data.in_channels)  # always the unpruned architecture
+    if cfg.pruner_config is not None:  # a target the per-layer caps make unreachable: refused before training
+        check_reachable(cfg.pruner_config, model, data.image_size, data.in_channels, cfg.model)
     if init is not None:
         _check_same_network(init, cfg, data)
         model = model_from_payload(init)
@@ -257,6 +261,8 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     if cfg.out and (Path(cfg.out) / "record.json").exists():
         raise UserError(f"{Path(cfg.out) / 'record.json'} already exists: that run is finished; "
                         "choose another --out (nothing was overwritten)")
+    if cfg.out:
+        ensure_writable_folder(cfg.out, "--out", keep=False)  # refused input leaves no folder behind
     ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
     ctx.started = wall_start  # data loading and model building count too
     if cfg.pruner is None:
@@ -277,7 +283,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         out = Path(cfg.out)
         ckpt = save_checkpoint(out / "checkpoint.pt", ctx.model, cfg.model, ctx.data.num_classes,
                                ctx.data.in_channels, meta={"record": to_jsonable(_record_summary(record))})
-        record["checkpoint"] = str(ckpt.resolve())
+        record["checkpoint"] = portable_path(ckpt, out)
         write_json_atomic(out / "record.json", record)
     if ctx.state_path is not None:
         ctx.state_path.unlink(missing_ok=True)
@@ -287,7 +293,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
 def _init_summary(path: str) -> dict[str, Any]:
     """Where a three-stage run's network came from, so tables can count its whole epoch budget."""
     meta = read_checkpoint(path)["meta"].get("record", {})
-    return {"checkpoint": str(Path(path).resolve()), "epochs_trained": meta.get("epochs_trained"),
+    return {"checkpoint": portable_path(path), "epochs_trained": meta.get("epochs_trained"),
             "final": meta.get("final")}
 
 
@@ -301,8 +307,9 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "dataset": cfg.data.dataset,
         "pruner": cfg.pruner,
         "seed": cfg.seed,
-        "config": replace(cfg, out=str(Path(cfg.out).resolve()) if cfg.out else None),
-        "data": ctx.data.describe(),
+        "config": cfg.portable(),
+        "data": {**ctx.data.describe(), "data_root": portable_path(cfg.data.data_root),
+                 "root": portable_path(ctx.data.root)},
         "env": environment(ctx.precision.device),
         "precision": {**ctx.precision.describe(), **({"earlier": ctx.earlier_precisions}
                                                      if ctx.earlier_precisions else {})},

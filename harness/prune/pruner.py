@@ -10,7 +10,9 @@ hooks of the lifecycle; each hook a pruner leaves alone costs nothing.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -19,6 +21,11 @@ from harness.errors import UserError
 from harness.registry import Registry
 
 PRUNERS: Registry[type["Pruner"]] = Registry("pruner")
+
+
+def cap_count(filters: int, max_prune_rate: float) -> int:
+    """Most filters a layer of ``filters`` may lose under the per-layer cap; it always keeps one."""
+    return max(0, min(int(max_prune_rate * filters + 1e-9), filters - 1))
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,33 @@ class PruneSchedule:
         if job is not None and self.prune_epoch > job.epochs:
             raise UserError(f"--prune-epoch {self.prune_epoch} is after the last epoch (--epochs {job.epochs}); "
                             "use a prune epoch <= --epochs")
+
+    def max_reachable_reduction(self, model, input_size: int, in_channels: int) -> float:
+        """The highest FLOPs reduction the per-layer cap allows on ``model`` (unpruned): every
+        prunable layer, with everything coupled to it, at its cap (`cap_count`), counted by the
+        one FLOPs counter on a pruned copy. Every built-in pruner can reach it; a pruner whose
+        own rules reach less overrides this."""
+        from harness.prune.flops import count_cost, reduction
+        from harness.prune.prunable import PrunableNetwork
+
+        work = copy.deepcopy(model).cpu()
+        before = count_cost(work, input_size, in_channels).flops
+        net = PrunableNetwork(work, input_size, in_channels)
+        for layer in net.layers:  # a coupled layer already lost its share through an earlier one
+            left = cap_count(layer.original_filters, self.max_prune_rate) - layer.removed
+            if left > 0:
+                net.remove(layer, list(range(left)))
+        return reduction(before, count_cost(work, input_size, in_channels).flops)
+
+    def check_reachable(self, model, input_size: int, in_channels: int, model_name: str = "the model") -> None:
+        """Refuse a target the caps make unreachable, before any training (UserError naming the most)."""
+        best = self.max_reachable_reduction(model, input_size, in_channels)
+        if self.target_flops > best + 1e-9:
+            most = math.floor(best * 1e4) / 1e4
+            raise UserError(f"--target-flops {self.target_flops:g} is unreachable for {model_name}: with "
+                            f"--max-prune-rate {self.max_prune_rate:g} (every prunable layer at its cap) at most "
+                            f"{most:.4f} of the FLOPs can go ({100 * best:.1f}%); use --target-flops <= {most:.4f} "
+                            "or a higher --max-prune-rate")
 
 
 @dataclass
@@ -162,6 +196,13 @@ def method_block(name: str, pruner: Pruner) -> dict[str, Any]:
     if pruner.method is not None:
         return pruner.method.as_dict()
     return {"source": PRUNERS.meta(name).get("source")}
+
+
+def check_reachable(config: Any, model, input_size: int, in_channels: int, model_name: str = "the model") -> None:
+    """`PruneSchedule.check_reachable` for any pruner config that has it (a plugin's config may not)."""
+    check = getattr(config, "check_reachable", None)
+    if check is not None:
+        check(model, input_size, in_channels, model_name)
 
 
 def build_pruner_config(name: str, options: dict[str, Any], recipe: Any) -> Any:

@@ -7,6 +7,7 @@ what the records say: nothing is re-measured or filled in.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -167,6 +168,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     if path.parent and not path.parent.is_dir():
         raise UserError(f"{path}: folder {path.parent} does not exist; create it or choose another output path")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write there ({exc.strerror or exc}); choose another output path") from None
     return path

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.job.records import portable_path
 from harness.results import load as R
 from harness.results.render import to_html
 from harness.results.tables import Row, Table, build_table, describe_run
@@ -109,14 +110,6 @@ def _provenance_table(table: Table) -> str:
     return "\n".join(out)
 
 
-def _shown(folder: Path) -> str:
-    """The folder relative to the working directory when inside it: a committed page names no machine path."""
-    try:
-        return str(folder.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(folder)
-
-
 def _differences_section(records: Sequence[dict[str, Any]]) -> list[str]:
     """The comparison view against LAASP: the only place the report calls a difference significant."""
     from harness.errors import UserError
@@ -162,7 +155,7 @@ def build_report(records: Sequence[dict[str, Any]], folder: str | Path, title: s
         '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{_e(title)}</title>",
         f"<style>{CSS}</style>", "</head>", "<body>", f"<h1>{_e(title)}</h1>",
         f"<p>Generated {now} by <code>run_bench.py report</code> from {len(records)} record(s) in "
-        f"<code>{_e(_shown(folder))}</code>: {ok} successful, {len(records) - ok} failed. Every number below is "
+        f"<code>{_e(portable_path(folder))}</code>: {ok} successful, {len(records) - ok} failed. Every number below is "
         "read from those records; nothing is re-measured.</p>",
         "<h2>Results</h2>", f'<div class="scroll">{to_html(table)}</div>',
     ]

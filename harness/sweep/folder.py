@@ -4,6 +4,7 @@ Folder ``<results-dir>/<name>/``::
 
     sweep.json        what was asked (space, executor, resources, data root) and the plan
     space.yaml        a copy of the space file (a resume reads this copy)
+    sweep.lock        held by the one sweep process working here (`harness.sweep.lock`)
     records/<trial>.json   one self-contained record per finished trial (ok, failed or stopped)
     trials/<trial>/   the run's checkpoint.pt (and state.pt while it runs)
     ray/<stage>/      Ray Tune's experiment folders (results, checkpoints, TensorBoard files)
@@ -12,27 +13,32 @@ Folder ``<results-dir>/<name>/``::
 Stages run in order: a grid has ``main`` (and ``matched``: the trials whose epoch budget
 copies a LAASP trial's); a search has ``search`` (Optuna) and ``repeat`` (the winners on
 more seeds: Optuna cannot take a grid, so this is a second, planned pass). A stage stops the
-sweep when it ends with trials unfinished (Ctrl-C): ``--resume`` continues it.
+sweep when it ends with trials unfinished (Ctrl-C): ``--resume`` continues it. What is left
+to do is always worked out from the plan, the records and ``optuna.db``, never from Ray's
+experiment snapshot, so a driver killed at any moment resumes.
+
+Paths in sweep.json are relative to the repository (`harness.job.records.portable_path`).
 """
 from __future__ import annotations
 
+import difflib
+import json
 import re
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
-from harness.job.records import read_json, write_json_atomic
+from harness.job.records import ensure_writable_folder, portable_path, read_json, resolve_path, write_json_atomic
+from harness.sweep.lock import LOCK_NAME, SweepLock
 from harness.sweep.plan import plan_grid, validate_plan, validate_search
-from harness.sweep.space import Space, Trial, load_space, options_from_json
+from harness.sweep.space import Space, Trial, load_space
 from harness.sweep.trainable import SweepContext
 
 SWEEP_FILE = "sweep.json"
 SPACE_COPY = "space.yaml"
-DB_NAME = "optuna.db"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 Say = Callable[[str], None]  # where progress lines go
 
@@ -44,6 +50,7 @@ class Resources:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
+    max_failures: int = 2  # restarts of a trial whose worker died (Ray), from its last checkpoint
 
     @property
     def threads(self) -> int:
@@ -51,10 +58,10 @@ class Resources:
 
 
 class Sweep:
-    """A sweep on disk: its space, plan, context and stages."""
+    """A sweep on disk: its space, plan, context and stages; holds the folder's lock."""
 
-    def __init__(self, root: Path, meta: dict[str, Any], space: Space, resources: Resources):
-        self.root, self.meta, self.space, self.resources = root, meta, space, resources
+    def __init__(self, root: Path, meta: dict[str, Any], space: Space, resources: Resources, lock: SweepLock):
+        self.root, self.meta, self.space, self.resources, self.lock = root, meta, space, resources, lock
         self.name = meta["name"]
         self.ctx = SweepContext(self.name, str(root), tuple(space.plugins), resources.threads, resources.executor,
                                 space.search.describe() if space.search else None)
@@ -69,32 +76,59 @@ class Sweep:
         if not NAME_RE.match(name):
             raise UserError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only")
         root = (Path(results_dir) / name).resolve()
-        if (root / SWEEP_FILE).exists():
-            raise UserError(f"{root} already holds the sweep {name!r}: continue it with `{resume_command(root)}`, "
-                            "or pick another --name (nothing was changed)")
-        if root.exists() and any(root.iterdir()):
-            raise UserError(f"{root} exists and is not a sweep folder; pick another --name or --results-dir")
-        data_root = str(Path(data_root).expanduser().resolve()) if data_root else None
-        space = load_space(space_path, overrides={"data_root": data_root})
-        _check_resources(resources, space)
-        meta = {"version": 1, "name": name, "kind": space.kind, "space": str(space_path.resolve()),
-                "space_dir": str(space.base_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "data_root": data_root, "resources": resources.__dict__, "description": space.description}
-        sweep = cls(root, meta, space, resources)
-        sweep.validate()
-        sweep.meta["planned"] = [t.name for t in sweep.grid]
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(space_path, root / SPACE_COPY)
-        sweep.save_meta()
-        return sweep
+        existed = root.exists()
+        ensure_writable_folder(root, "--results-dir")
+        lock = SweepLock(root)
+        lock.acquire(name)
+        try:
+            if (root / SWEEP_FILE).exists():
+                raise UserError(f"{root} already holds the sweep {name!r}: continue it with "
+                                f"`{resume_command(root)}`, or pick another --name (nothing was changed)")
+            if any(p.name != LOCK_NAME for p in root.iterdir()):
+                raise UserError(f"{root} exists and is not a sweep folder; pick another --name or --results-dir")
+            data_root = str(Path(data_root).expanduser().resolve()) if data_root else None
+            space = load_space(space_path, overrides={"data_root": data_root})
+            _check_resources(resources, space)
+            meta = {"version": 1, "name": name, "kind": space.kind, "space": portable_path(space_path),
+                    "space_dir": portable_path(space.base_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "data_root": portable_path(data_root), "resources": resources.__dict__,
+                    "description": space.description}
+            sweep = cls(root, meta, space, resources, lock)
+            sweep.validate()
+            sweep.meta["planned"] = [t.name for t in sweep.grid]
+            sweep.meta["plan"] = [t.to_json() for t in sweep.grid]
+            shutil.copyfile(space_path, root / SPACE_COPY)
+            sweep.save_meta()
+            return sweep
+        except BaseException:
+            lock.release()
+            if not existed:  # leave no half-made folder behind a refused start
+                (root / LOCK_NAME).unlink(missing_ok=True)
+                if not any(root.iterdir()):
+                    root.rmdir()
+            raise
 
     @classmethod
-    def resume(cls, name: str, results_dir: str | Path, overrides: dict[str, Any]) -> "Sweep":
+    def resume(cls, name: str, results_dir: str | Path, overrides: dict[str, Any], force: bool = False) -> "Sweep":
         root = (Path(results_dir) / name).resolve()
         if not (root / SWEEP_FILE).exists():
             raise UserError(f"no sweep {name!r} to resume: {root / SWEEP_FILE} does not exist "
                             f"(sweeps live in --results-dir, default results/)")
-        meta = read_json(root / SWEEP_FILE)
+        lock = SweepLock(root)
+        lock.acquire(name)
+        try:
+            return cls._resume(root, name, overrides, force, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _resume(cls, root: Path, name: str, overrides: dict[str, Any], force: bool, lock: SweepLock) -> "Sweep":
+        try:
+            meta = read_json(root / SWEEP_FILE)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {root / SWEEP_FILE} ({exc}); it is written atomically, so it was edited "
+                            "or damaged outside the harness") from None
         res = Resources(**meta["resources"])
         for key, value in overrides.items():
             if value is not None and key != "data_root":
@@ -102,18 +136,21 @@ class Sweep:
         if res.executor != meta["resources"]["executor"] and meta["kind"] == "search":
             raise UserError(f"the search {name!r} ran with --executor {meta['resources']['executor']}; resume it with "
                             "the same executor (the two keep the searcher's state differently)")
+        _check_space_unchanged(root, meta, force)
         data_root = overrides.get("data_root")
-        data_root = str(Path(data_root).expanduser().resolve()) if data_root else meta.get("data_root")
-        space = load_space(root / SPACE_COPY, base_dir=meta["space_dir"], overrides={"data_root": data_root},
+        data_root = str(Path(data_root).expanduser().resolve()) if data_root else \
+            (str(resolve_path(meta["data_root"])) if meta.get("data_root") else None)
+        space = load_space(root / SPACE_COPY, base_dir=resolve_path(meta["space_dir"]),
+                           overrides={"data_root": data_root},
                            display=f"{root / SPACE_COPY} (copy of {meta['space']})")
         _check_resources(res, space)
-        meta["data_root"] = data_root
+        meta["data_root"] = portable_path(data_root)
         meta["resources"] = dict(res.__dict__)
-        sweep = cls(root, meta, space, res)
-        if [t.name for t in sweep.grid] != meta.get("planned", []):
-            raise UserError(f"the plan of {name!r} changed since it started (registered pruners or plugins?); "
-                            "start a new sweep with --name")
+        sweep = cls(root, meta, space, res, lock)
+        _check_plan_unchanged(sweep, meta)
         sweep.validate()
+        for stale in sweep.ctx.records.glob(".*.tmp"):  # a record write cut short: its trial is not finished
+            stale.unlink()
         sweep.save_meta()
         return sweep
 
@@ -144,6 +181,12 @@ class Sweep:
             return self.repeat_plan()
         return [t for t in self.grid if t.stage == stage]
 
+    def planned_count(self) -> int:
+        if self.space.kind == "grid":
+            return len(self.grid)
+        s = self.space.search
+        return s.num_samples + s.repeat_top * len(s.repeat_seeds)
+
     def records(self) -> list[dict[str, Any]]:
         return [read_json(p) for p in sorted(self.ctx.records.glob("*.json")) if not p.name.startswith(".")]
 
@@ -151,71 +194,63 @@ class Sweep:
         return self.ctx.record_path(name).exists()
 
     # ------------------------------------------------------------------ Optuna
-    def storage_url(self) -> str:
-        return f"sqlite:///{self.root / DB_NAME}"
-
-    def make_sampler(self):
-        import optuna
-
-        s = self.space.search
-        if s.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=s.sampler_seed)
-        if s.sampler == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=s.sampler_seed)
-        return optuna.samplers.TPESampler(seed=s.sampler_seed)
-
     def study(self, create: bool = True):
-        import optuna
+        from harness.sweep.study import open_study
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        s = self.space.search
-        if not create:
-            return optuna.load_study(study_name=self.name, storage=self.storage_url())
-        study = optuna.create_study(storage=self.storage_url(), study_name=self.name, directions=s.directions,
-                                    sampler=self.make_sampler(), load_if_exists=True)
-        set_metric_names(study, s.objective)
-        return study
+        return open_study(self.root, self.name, self.space.search, create)
 
     def repeat_plan(self) -> list[Trial]:
         """The winners of the search on the repeat seeds; fixed once computed (kept in sweep.json)."""
         if "repeats" in self.meta:
             return [Trial.from_json(d) for d in self.meta["repeats"]]
-        from optuna.trial import TrialState
+        from harness.sweep.sampler import SpaceSampler
+        from harness.sweep.study import repeat_trials
 
-        s = self.space.search
-        study = self.study(create=False)
-        complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if s.multi:
-            front = {t.number for t in study.best_trials}
-            pool = [t for t in complete if t.number in front]
-        else:
-            pool = complete
-        sign = [1.0 if d == "maximize" else -1.0 for d in s.directions]
-        pool.sort(key=lambda t: [-sg * v for sg, v in zip(sign, t.values)] + [t.number])
-        trials = []
-        for winner in pool[: s.repeat_top]:
-            path = self.ctx.record_path(f"s{winner.number:04d}")
-            if not path.exists():
-                continue
-            options = options_from_json(read_json(path)["options"])
-            for seed in s.repeat_seeds:
-                trials.append(Trial(f"r{winner.number:04d}-s{seed}", {**options, "seed": seed}, stage="repeat",
-                                    search={"repeat_of": winner.number, "params": dict(winner.params)}))
+        trials = repeat_trials(self.ctx, self.study(create=False), self.space.search, SpaceSampler(self.space))
         self.meta["repeats"] = [t.to_json() for t in trials]
         self.save_meta()
         return trials
 
 
-def set_metric_names(study, names: list[str]) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ExperimentalWarning
-        try:
-            study.set_metric_names(list(names))
-        except Exception:  # noqa: BLE001 - names are a courtesy for plots
-            pass
+def _check_space_unchanged(root: Path, meta: dict[str, Any], force: bool) -> None:
+    """A resume runs the sweep's own copy of its space; an edited original is refused (with the
+    diff) unless --force, so nobody believes an edit took effect."""
+    original = resolve_path(meta["space"])
+    copy = root / SPACE_COPY
+    if not original.is_file() or not copy.is_file():
+        return
+    old, new = copy.read_text().splitlines(keepends=True), original.read_text().splitlines(keepends=True)
+    if old == new:
+        return
+    diff = "".join(difflib.unified_diff(old, new, f"{copy} (what the sweep runs)", str(original)))
+    if force:
+        print(f"note: {original} changed since the sweep started; --force: resuming with the sweep's own copy "
+              f"{copy}, the edit is ignored:\n{diff}", flush=True)
+        return
+    raise UserError(f"the search space {original} changed since the sweep {meta['name']!r} started; a resume runs "
+                    f"its own copy ({copy}), so the edit would be ignored. Start a new sweep with --name for the "
+                    f"new space, or resume with --force to ignore the edit. What changed:\n{diff.rstrip()}")
+
+
+def _check_plan_unchanged(sweep: Sweep, meta: dict[str, Any]) -> None:
+    """The same space copy must still plan the same trials (pruners, plugins and recipes are code)."""
+    def lines(plan: list[dict[str, Any]]) -> list[str]:
+        return [json.dumps({**t, "options": {k: v for k, v in t["options"].items() if k != "data_root"}},
+                           sort_keys=True) + "\n" for t in plan]
+
+    if "plan" in meta:
+        old, new = lines(meta["plan"]), lines([t.to_json() for t in sweep.grid])
+    else:  # sweeps started before the plan was kept: names only
+        old, new = [n + "\n" for n in meta.get("planned", [])], [t.name + "\n" for t in sweep.grid]
+    if old != new:
+        diff = "".join(difflib.unified_diff(old, new, "planned when the sweep started", "planned now"))
+        raise UserError(f"the plan of {sweep.name!r} changed since it started (registered pruners, plugins or "
+                        f"recipes?); start a new sweep with --name. What changed:\n{diff.rstrip()}")
 
 
 def _check_resources(res: Resources, space: Space) -> None:
+    if res.max_failures < 0:
+        raise UserError(f"--max-failures must be >= 0 (got {res.max_failures})")
     if res.executor not in ("ray", "serial"):
         raise UserError(f"--executor must be ray or serial (got {res.executor!r})")
     if res.cpus_per_trial <= 0:

@@ -138,6 +138,24 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
     return value
 
 
+def portable_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Trial options as records and sweep.json hold them: file options relative to the repository."""
+    from harness.job.records import portable_path
+
+    table = trial_options()
+    return {k: portable_path(v) if k in table and table[k].path and isinstance(v, str) else v
+            for k, v in options.items()}
+
+
+def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `portable_options`: file options as paths of this machine."""
+    from harness.job.records import resolve_path
+
+    table = trial_options()
+    return {k: str(resolve_path(v)) if k in table and table[k].path and isinstance(v, str) else v
+            for k, v in options.items()}
+
+
 def _check_criteria(items: tuple[str, ...], line: int) -> None:
     from harness.prune.criteria import CRITERIA
 

@@ -80,13 +80,15 @@ def _match_budgets(trials: list[Trial], space: Space) -> None:
 
 
 def validate_plan(space: Space, trials: list[Trial]) -> None:
-    """Build every trial's JobConfig (no data read): bad combinations fail before any trial runs."""
+    """Build every trial's JobConfig (no data read) and check its FLOPs target is reachable:
+    bad combinations fail before any trial runs."""
+    reachable: dict[tuple, None] = {}
     for t in trials:
         opts = dict(t.options)
         if t.budget_from:
             opts.pop("epoch_budget", None)
         try:
-            job_config(opts, None, space.plugins)
+            _check_reachable(job_config(opts, None, space.plugins), reachable)
         except UserError as exc:
             raise UserError(f"trial {t.name}: {exc}") from None
 
@@ -97,10 +99,32 @@ def validate_search(space: Space) -> None:
     for last in (False, True):
         opts = sampler.options(_CornerTrial(last))
         try:
-            job_config(opts, None, space.plugins)
+            _check_reachable(job_config(opts, None, space.plugins), {})
         except UserError as exc:
             which = "last/high" if last else "first/low"
             raise UserError(f"search.space with every parameter at its {which} value: {exc}") from None
+
+
+def _check_reachable(cfg, checked: dict[tuple, None]) -> None:
+    """The pruner's target against the most its caps allow (`PruneSchedule.check_reachable`), on the
+    unpruned model built for the dataset's shape; once per (model, shape, cap, target). Datasets whose
+    shape depends on their folder are checked when the trial starts."""
+    from harness.data import dataset_shape
+    from harness.models import build_model
+    from harness.prune.pruner import check_reachable
+
+    if cfg.pruner_config is None:
+        return
+    try:
+        classes, channels, size = dataset_shape(cfg.data.dataset)
+    except UserError:
+        return
+    pcfg = cfg.pruner_config
+    key = (cfg.model, classes, channels, size, getattr(type(pcfg), "max_reachable_reduction", None),
+           getattr(pcfg, "max_prune_rate", None), getattr(pcfg, "target_flops", None))
+    if key not in checked:
+        check_reachable(cfg.pruner_config, build_model(cfg.model, classes, channels), size, channels, cfg.model)
+        checked[key] = None
 
 
 def job_config(options: dict[str, Any], out: str | None, plugins: Iterable[str] = ()):

@@ -1,31 +1,33 @@
 """Running a sweep: every unfinished stage through the chosen executor (Ray Tune, or serial
-in-process), the interrupted and finished summaries.
+in-process), the interrupted and finished summaries, and the exit status.
 
-The folder and its stages are `harness.sweep.folder`; the Ray executor is
-`harness.sweep.ray_executor` (imported only when used).
+What is left to do comes from the plan, the records and ``optuna.db`` on every start, so a
+driver killed at any moment (kill -9 included) resumes with ``--resume``. The folder and its
+stages are `harness.sweep.folder`; the Ray executor is `harness.sweep.ray_executor` (imported
+only when used).
 """
 from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
+from harness.sweep.faults import fault
 from harness.sweep.folder import Resources, Say, Sweep, resume_command
 from harness.sweep.sampler import SpaceSampler
-from harness.sweep.space import Trial
-from harness.sweep.trainable import SerialExecutor, describe_result, objective_values
+from harness.sweep.trainable import SerialExecutor, describe_result
 
-__all__ = ["Resources", "Sweep", "run_sweep", "resume_command"]
+__all__ = ["Resources", "Sweep", "run_sweep", "resume_command", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED"]
 
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130  # bad input: 2, from the command line
 
 
 def run_sweep(sweep: Sweep, say: Say = print) -> int:
-    """Run every unfinished stage; 0 when all trials have records, 130 when interrupted."""
+    """Run every unfinished stage: 0 when every trial succeeded, 1 when some failed (or were
+    lost), 130 when interrupted. Releases the folder's lock when done."""
     start = time.time()
+    s = sweep.space.search
     planned = f"{len(sweep.grid)} trials" if sweep.space.kind == "grid" else \
-        f"{sweep.space.search.num_samples} Optuna trials" + (
-            f" + the best {sweep.space.search.repeat_top} on seeds {sweep.space.search.repeat_seeds}"
-            if sweep.space.search.repeat_top else "")
+        f"{s.num_samples} Optuna trials" + (f" + the best {s.repeat_top} on seeds {s.repeat_seeds}" if s.repeat_top else "")
     say(f"[{sweep.name}] {sweep.space.kind}: {planned}; executor {sweep.resources.executor}; folder {sweep.root}")
     try:
         for stage in sweep.stages():
@@ -36,26 +38,27 @@ def run_sweep(sweep: Sweep, say: Say = print) -> int:
 
                 complete = ray_stage(sweep, stage, say)
             if not complete:
-                return _interrupted(sweep, say)
+                return _interrupted(sweep)
+            fault("stage_end", sweep.root)
     except KeyboardInterrupt:
-        return _interrupted(sweep, say)
+        return _interrupted(sweep)
     finally:
         if sweep.resources.executor == "ray" and "harness.sweep.ray_executor" in sys.modules:
             from harness.sweep.ray_executor import ray_shutdown
 
             ray_shutdown()
-    _summary(sweep, time.time() - start, say)
-    return 0
+        sweep.lock.release()
+    return _summary(sweep, time.time() - start, say)
 
 
-def _interrupted(sweep: Sweep, say: Say) -> int:
-    done = len(list(sweep.ctx.records.glob("*.json")))
+def _interrupted(sweep: Sweep) -> int:
+    done = len(sweep.records())
     print(f"interrupted: {done} trial record(s) in {sweep.ctx.records}; continue with `{resume_command(sweep.root)}` "
           "(finished trials are kept, unfinished ones resume from their last checkpoint)", file=sys.stderr)
-    return 130
+    return EXIT_INTERRUPTED
 
 
-def _summary(sweep: Sweep, seconds: float, say: Say) -> None:
+def _summary(sweep: Sweep, seconds: float, say: Say) -> int:
     records = sweep.records()
     counts: dict[str, int] = {}
     for r in records:
@@ -64,6 +67,12 @@ def _summary(sweep: Sweep, seconds: float, say: Say) -> None:
         + f"; records in {sweep.ctx.records}")
     for r in records:
         say(f"  {describe_result(r.get('trial_id', '?'), r)}")
+    failed = [r.get("trial_id", "?") for r in records if r.get("status") not in ("ok", "stopped")]
+    if failed:
+        print(f"[{sweep.name}] {len(failed)} of {len(records)} trials failed: {', '.join(failed)} (each record's "
+              "'error' says why; they are counted as failed in the tables)", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _serial_stage(sweep: Sweep, stage: str, say: Say) -> bool:
@@ -76,26 +85,25 @@ def _serial_stage(sweep: Sweep, stage: str, say: Say) -> bool:
 
 
 def _serial_search(sweep: Sweep, executor: SerialExecutor) -> bool:
-    from optuna.trial import FixedTrial, TrialState
+    from harness.sweep.study import (finished, make_rungs, rebuild_rungs, reconcile, running_trial, search_trial,
+                                     tell_record)
 
     s = sweep.space.search
     study = sweep.study()
     sampler = SpaceSampler(sweep.space)
-    finished = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+    rungs = make_rungs(s)
+    pending = reconcile(sweep.ctx, study, s, sampler, executor.run)
+    if rungs is not None:
+        pending = rebuild_rungs(rungs, sweep.ctx, study, s, sampler, pending)
 
-    def run(number: int, options: dict[str, Any], params: dict[str, Any]) -> None:
-        trial = Trial(f"s{number:04d}", options, stage="search", search={"number": number, "params": params})
-        record = executor.run(trial)
-        if record.get("status") == "ok":
-            values = objective_values(record, s.objective)
-            study.tell(number, values if s.multi else values[0])
-        else:
-            study.tell(number, state=TrialState.FAIL)
+    def run(ot) -> None:
+        record = executor.run(search_trial(sampler, ot), rungs)
+        tell_record(study, ot.number, record, s, sweep.root)
 
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # interrupted ones first
-        run(t.number, sampler.options(FixedTrial(dict(t.params), t.number)), dict(t.params))
-    while len(study.get_trials(deepcopy=False, states=finished)) < s.num_samples:
+    for number in pending:  # trials a killed or interrupted driver left RUNNING, under their own numbers
+        run(running_trial(study, number))
+    while finished(study) < s.num_samples:
         ot = study.ask()
-        options = sampler.options(ot)
-        run(ot.number, options, dict(ot.params))
+        fault("study_ask", sweep.root)
+        run(ot)
     return True

@@ -41,7 +41,8 @@ import yaml
 
 from harness.errors import UserError
 from harness.prune.plugins import ensure_plugins
-from harness.sweep.options import MATCH_LAASP, _options, coerce_option, pruner_fields, uses
+from harness.sweep.options import (MATCH_LAASP, _options, coerce_option, portable_options, pruner_fields,
+                                   resolved_options, uses)
 from harness.sweep.search import Search, _seeds, parse_search
 from harness.sweep.yaml_lines import _check_keys, _kind, _line, _Loader, _Located
 
@@ -76,13 +77,14 @@ class Trial:
     search: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "options": _jsonable_options(self.options), "stage": self.stage,
+        """JSON with file options relative to the repository (sweep.json is portable)."""
+        return {"name": self.name, "options": _jsonable_options(portable_options(self.options)), "stage": self.stage,
                 "budget_from": self.budget_from, "search": self.search}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Trial":
-        return cls(d["name"], options_from_json(d["options"]), d.get("stage", "main"), d.get("budget_from"),
-                   d.get("search"))
+        return cls(d["name"], resolved_options(options_from_json(d["options"])), d.get("stage", "main"),
+                   d.get("budget_from"), d.get("search"))
 
 
 def _jsonable_options(options: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ its reason; a trial whose record exists is never run again.
 
 `ray_trainable` wraps it for Tune: every report carries the tuned metrics (prune steps carry
 the last epoch's forward, phase "prune"), and each report that follows a state save hands
-Tune a checkpoint directory holding ``state.pt``; a restored trial copies it back and
-`run_job` continues from it. `SerialExecutor` runs the same trials in-process, without Ray.
+Tune a checkpoint directory holding ``state.pt``; a trial Ray restarts after its worker died
+copies it back and `run_job` continues from it. A trial that failed ends normally (its record
+says why): Ray retries only workers that die. `SerialExecutor` runs the same trials
+in-process, without Ray. Records hold paths relative to the sweep folder (``trials/<name>``).
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
-from harness.job.records import read_json, to_jsonable, write_json_atomic
+from harness.job.records import portable_path, read_json, resolve_path, to_jsonable, write_json_atomic
+from harness.sweep.faults import fault
+from harness.sweep.lock import trial_lock
+from harness.sweep.options import portable_options
 from harness.sweep.plan import job_config
 from harness.sweep.space import Trial
 
@@ -31,8 +36,8 @@ NAN = float("nan")
 Emit = Callable[[dict[str, Any], "Path | None"], None]
 
 
-class TrialFailed(RuntimeError):
-    """Raised to Tune after a failure record was written, so Tune and Optuna mark the trial failed."""
+class TrialStopped(Exception):
+    """Raised from a trial's report when early stopping (ASHA) ends it; its record says ``stopped``."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,18 @@ class Progress:
             self.emit(metrics, state_path)
 
 
+def past_reports(history: list[dict[str, Any]], record: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The reports a trial with this history made (what an early-stopping scheduler saw), and the
+    final one of an ok ``record``: how `harness.sweep.asha.Rungs` is rebuilt after a crash."""
+    reports: list[dict[str, Any]] = []
+    progress = Progress(lambda metrics, _state: reports.append(metrics))
+    for entry in history:
+        progress(entry, None)
+    if record is not None and record.get("status") == "ok":
+        reports.append(final_metrics(record))
+    return reports
+
+
 def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """The last report of a trial: its record's final numbers (the Optuna objective values)."""
     ok = record.get("status") == "ok"
@@ -99,17 +116,31 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
                   checkpoint_dir: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume, or skip) one trial and write its record; returns the record.
 
-    Never raises for a trial's own failure (the record says ``status: failed``);
-    KeyboardInterrupt passes through with the state file kept for a resume.
+    Never raises for a trial's own failure (the record says ``status: failed``) or an early
+    stop (``stopped``); KeyboardInterrupt passes through with the state file kept for a resume.
     """
     path = ctx.record_path(trial.name)
     if path.exists():
         return read_json(path)  # finished before: neither lost nor re-run
     out = ctx.trial_dir(trial.name)
-    out.mkdir(parents=True, exist_ok=True)
+    with trial_lock(out):  # a worker of a killed driver may still be on it for a few seconds
+        if path.exists():
+            return read_json(path)
+        return _execute(ctx, trial, out, emit, checkpoint_dir)
+
+
+def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
+             checkpoint_dir: str | Path | None) -> dict[str, Any]:
     state = out / "state.pt"
     resumed = _take_checkpoint(checkpoint_dir, state, out)
-    progress = Progress(emit)
+
+    def report(metrics: dict[str, Any], state_path: Path | None) -> None:
+        if emit is not None:
+            emit(metrics, state_path)
+        if state_path is not None:
+            fault("trial_report", ctx.root)
+
+    progress = Progress(report)
     start = time.time()
     options = dict(trial.options)
     cfg = None
@@ -130,8 +161,39 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
         saved = saved_history(state)  # a resumed trial's earlier epochs are only in its state file
         history = saved if len(saved) > len(progress.history) else progress.history
         record = failed_record(trial, options, cfg, exc, history, time.time() - start)
+        if isinstance(exc, TrialStopped):
+            record.update(status="stopped", error=str(exc), traceback=None)
     record.update(_sweep_fields(ctx, trial, record, resumed))
-    write_json_atomic(path, record)
+    write_record(ctx, trial.name, record)
+    return record
+
+
+def write_record(ctx: SweepContext, name: str, record: dict[str, Any]) -> Path:
+    """``records/<name>.json``, atomically: a hidden temporary file renamed into place."""
+    path = ctx.record_path(name)
+    tmp = write_json_atomic(path.with_name(f".{path.name}.{os.getpid()}.tmp"), record)
+    fault("record_write", ctx.root)
+    os.replace(tmp, path)
+    return path
+
+
+def driver_record(ctx: SweepContext, trial: Trial, status: str, reason: str,
+                  upto_epoch: int | None = None) -> dict[str, Any]:
+    """The record of a trial that could not write its own (stopped by the scheduler, a worker
+    that died for good, a driver that died before writing it): its history from its state file
+    (up to ``upto_epoch``, where a scheduler stopped it), as the trial's own would be."""
+    out = ctx.trial_dir(trial.name)
+    history = saved_history(out / "state.pt")
+    if upto_epoch is not None:
+        history = [h for h in history if h["epoch"] <= upto_epoch]
+    try:
+        cfg = job_config(dict(trial.options), str(out), ctx.plugins)
+    except Exception:  # noqa: BLE001 - a matched budget whose source failed, a plugin gone
+        cfg = None
+    record = failed_record(trial, trial.options, cfg, RuntimeError(reason), history, 0.0)
+    record.update(status=status, error=reason, traceback=None)
+    record.update(_sweep_fields(ctx, trial, record, None))
+    write_record(ctx, trial.name, record)
     return record
 
 
@@ -152,7 +214,7 @@ def failed_record(trial: Trial, options: dict[str, Any], cfg: Any, exc: BaseExce
         "dataset": options.get("dataset", "digits"),
         "pruner": options.get("pruner"),
         "seed": options.get("seed"),
-        "config": to_jsonable(cfg) if cfg is not None else None,
+        "config": to_jsonable(cfg.portable()) if cfg is not None else None,
         "history": history,
         "final": None,
         "epochs_trained": history[-1]["epoch"] if history else 0,
@@ -185,8 +247,13 @@ def saved_history(state: Path) -> list[dict[str, Any]]:
 
 def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
                   resumed: dict[str, Any] | None) -> dict[str, Any]:
+    out = ctx.trial_dir(trial.name)
     fields: dict[str, Any] = {"trial_id": trial.name, "sweep": ctx.name, "executor": ctx.executor,
-                              "stage": trial.stage, "options": to_jsonable(trial.options)}
+                              "stage": trial.stage, "options": to_jsonable(portable_options(trial.options))}
+    if record.get("checkpoint"):  # run_job's is relative to the trial folder; the sweep's to the sweep folder
+        fields["checkpoint"] = portable_path(resolve_path(record["checkpoint"], out), ctx.root)
+    if isinstance(record.get("config"), dict):
+        fields["config"] = {**record["config"], "out": portable_path(out, ctx.root)}
     if trial.budget_from:
         fields["epoch_budget_from"] = trial.budget_from
     resumes = list(record.get("resumed") or [])
@@ -248,15 +315,12 @@ def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) 
 # ----------------------------------------------------------------------------- Ray
 
 def trial_from_config(config: dict[str, Any], name: str, plan: dict[str, dict[str, Any]]) -> Trial:
-    """The Trial a Tune config stands for: a planned (grid) trial by name, or an Optuna sample."""
+    """The Trial a Tune config stands for: a planned trial by name, or an Optuna sample
+    (``{"options", "optuna_number", "params"}``, from the search's searcher)."""
     if name in plan:
         return Trial.from_json(plan[name])
-    from harness.sweep.space import options_from_json
-
-    number = int(config["optuna_number"])
-    return Trial(name, options_from_json(config["options"]), stage="search",
-                 search={"number": number, "params": {k: v for k, v in config.items()
-                                                      if k not in ("options", "optuna_number")}})
+    return Trial.from_json({"name": name, "options": config["options"], "stage": "search",
+                            "search": {"number": int(config["optuna_number"]), "params": dict(config["params"])}})
 
 
 def ray_trainable(config: dict[str, Any], ctx: SweepContext, plan: dict[str, dict[str, Any]]) -> None:
@@ -298,9 +362,10 @@ def ray_trainable(config: dict[str, Any], ctx: SweepContext, plan: dict[str, dic
             record = execute_trial(ctx, trial, emit)
     finally:
         release_cached_memory()  # Tune reuses this worker: the next trial starts with the GPU memory given back
-    if record.get("status") != "ok":
-        raise TrialFailed(f"{name}: {record.get('error')}")
-    tune.report(final_metrics(record))
+    if record.get("status") == "ok":
+        tune.report(final_metrics(record))
+    # A failed trial ends normally, its record saying why: raising would make Tune retry it, and
+    # retries (FailureConfig.max_failures) are for workers that die, not for a diverged loss.
 
 
 # ----------------------------------------------------------------------------- serial
@@ -312,23 +377,33 @@ class SerialExecutor:
         self.ctx = ctx
         self.say = say
 
-    def run(self, trial: Trial) -> dict[str, Any]:
+    def run(self, trial: Trial, rungs=None) -> dict[str, Any]:
+        """Run one trial; with ``rungs`` (`harness.sweep.asha.Rungs`) its reports may stop it early."""
         import torch
 
         from harness.train.memory import release_cached_memory
 
         done = self.ctx.record_path(trial.name).exists()
+        emit = None
+        if rungs is not None:
+            def emit(metrics: dict[str, Any], state_path: Path | None) -> None:
+                if rungs.decide(trial.name, metrics):
+                    raise TrialStopped(rungs.reason(metrics))
         threads = torch.get_num_threads()
         torch.set_num_threads(self.ctx.threads)
         try:
             if not done:
                 self.say(f"[{self.ctx.name}] start {trial.name}")
-            record = execute_trial(self.ctx, trial)
+                fault("trial_start", self.ctx.root)
+            record = execute_trial(self.ctx, trial, emit)
         finally:
             torch.set_num_threads(threads)
             release_cached_memory()
+        if rungs is not None and record.get("status") == "ok" and not done:
+            rungs.decide(trial.name, final_metrics(record))  # the final report, as Tune sees it
         if not done:
             self.say(f"[{self.ctx.name}] {describe_result(trial.name, record)}")
+            fault("trial_end", self.ctx.root)
         return record
 
 
