@@ -83,8 +83,6 @@ class LAASPPruner(Pruner):
             "layer_rates": pruner.layer_rates(),
             "recoveries": loop["recoveries"],
             "subset_size": subset_size,
-            "subset_policy": cfg.subset_policy,
-            "recover_lr": cfg.recover_lr,
             "selection": cfg.selection,
             "approx_agreement": sum(agreement) / len(agreement) if agreement else None,
         }

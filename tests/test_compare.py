@@ -194,7 +194,7 @@ def test_view_formats_parse_back(paired_records, tmp_path, capsys) -> None:
     assert set(df.target_flops_pct) == {50.0}  # fpgm at 30% has nobody to meet
     for argv, words in [(["--against", "nope"], "no successful nope runs"),
                         (["--against", "--compare-paper"], "its own view"),
-                        (["--view", "time", "--metric", "best"], "results view only"),
+                        (["--view", "time", "--metric", "best"], "--metric goes with the results view only"),
                         (["--metric", "median"], "unknown --metric")]:
         with pytest.raises(UserError, match=words):
             table_main(parser.parse_args([str(tmp_path), *argv]))

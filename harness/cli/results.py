@@ -45,9 +45,11 @@ def table_main(args: argparse.Namespace) -> int:
 
     if args.view not in VIEWS:
         raise UserError(f"unknown --view {args.view!r}; use one of {', '.join(VIEWS)}")
-    if args.view == "time" and (args.compare_paper or args.metric or args.against):
-        raise UserError("--compare-paper, --metric and --against go with the results view only; drop them or "
-                        "use --view results")
+    given = [flag for flag, value in (("--compare-paper", args.compare_paper), ("--metric", args.metric),
+                                      ("--against", args.against)) if value]
+    if args.view == "time" and given:
+        raise UserError(f"{' and '.join(given)} {'goes' if len(given) == 1 else 'go'} with the results view only; "
+                        f"drop {'it' if len(given) == 1 else 'them'} or use --view results")
     if args.against and args.compare_paper:
         raise UserError("--against is its own view (pruner against pruner); drop --compare-paper, or run the two "
                         "tables separately")

@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 from harness.errors import UserError
 from harness.results import load as R
-from harness.results.compare import (ALPHA, CONFIDENCE, NO_TEST, PAIRED, WILCOXON_MIN_PAIRS, Difference, compare,
-                                     holm, significant)
+from harness.results.compare import (ALPHA, CONFIDENCE, PAIRED, WILCOXON_MIN_PAIRS, Difference, compare, holm,
+                                     significant)
 from harness.results.render import check_format, render
 from harness.results.tables import NA, Column, Row, Table, build_table, fmt_pct, metric_note, raw_value
 
@@ -153,7 +153,6 @@ def _yes_no(value: bool | None) -> str:
 
 def against_columns(metric: str = "final") -> list[Column]:
     best = ", best epoch" if metric == "best" else ""
-    test = lambda c: NO_TEST if c.diff.test == NO_TEST else c.diff.test
     return [
         Column("model", lambda c: c.reference.model, (("model", lambda c: c.reference.model),), numeric=False),
         Column("dataset", lambda c: c.reference.dataset, (("dataset", lambda c: c.reference.dataset),),
@@ -162,7 +161,8 @@ def against_columns(metric: str = "final") -> list[Column]:
                (("target_flops_pct", lambda c: raw_value(c.reference.target, 100)),)),
         Column("comparison", lambda c: c.name, (("reference", lambda c: c.reference.pruner),
                                                 ("other", lambda c: c.other.pruner)), numeric=False),
-        Column("test", test, (("test", test), ("metric", lambda c: c.metric)), numeric=False),
+        Column("test", lambda c: c.diff.test, (("test", lambda c: c.diff.test), ("metric", lambda c: c.metric)),
+               numeric=False),
         Column(f"per-seed difference{best} (pt)", _pairs_text,
                (("pairs", lambda c: c.diff.n_pairs), ("n_reference", lambda c: c.diff.n_reference),
                 ("n_other", lambda c: c.diff.n_other),
