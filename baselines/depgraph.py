@@ -85,5 +85,5 @@ class DepGraph(Pruner):
             self.library_pruner(ctx).regularize(ctx.model)
 
     def prune(self, ctx) -> dict[str, Any]:
-        return prune_with_library(self.library_pruner(ctx), ctx, self.criterion, config=self.config,
-                                  reg=self.config.reg, sparse_learning_epochs=ctx.state.epochs_trained)
+        return prune_with_library(self.library_pruner(ctx), ctx, self.config, self.criterion, reg=self.config.reg,
+                                  sparse_learning_epochs=ctx.state.epochs_trained)

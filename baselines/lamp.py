@@ -54,4 +54,4 @@ class LAMP(Pruner):
     def prune(self, ctx) -> dict[str, Any]:
         pruner = build_pruner(tp.pruner.MetaPruner, ctx, tp.importance.LAMPImportance(p=2), global_pruning=True,
                               iterative_steps=self.config.iterative_steps, max_prune_rate=self.config.max_prune_rate)
-        return prune_with_library(pruner, ctx, self.criterion, config=self.config)
+        return prune_with_library(pruner, ctx, self.config, self.criterion)

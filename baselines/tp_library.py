@@ -109,15 +109,13 @@ def _land(pruner, selection, groups, model: FlopsModel, lookup, budget: float, t
     return sum(taken)
 
 
-def prune_with_library(pruner: Any, ctx, criterion: str, before_step: Callable[[], None] | None = None,
+def prune_with_library(pruner: Any, ctx, config: Any, criterion: str, before_step: Callable[[], None] | None = None,
                        **extra: Any) -> dict[str, Any]:
-    """`prune_progressively` to the config's target, timed; the record fields."""
+    """`prune_progressively` to ``config.target_flops``, timed; returns the record fields."""
     start = time.perf_counter()
     before = filters_now(ctx)
-    cfg = pruner_config = extra.pop("config")
-    progress = prune_progressively(pruner, ctx, (1 - pruner_config.target_flops) * ctx.baseline_cost.flops,
-                                   before_step)
-    return library_fields(ctx, cfg, criterion, before, time.perf_counter() - start, progress, **extra)
+    progress = prune_progressively(pruner, ctx, (1 - config.target_flops) * ctx.baseline_cost.flops, before_step)
+    return library_fields(ctx, config, criterion, before, time.perf_counter() - start, progress, **extra)
 
 
 def library_fields(ctx, cfg, criterion: str, net_before: dict[str, int], seconds: float, progress: dict,

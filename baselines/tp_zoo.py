@@ -59,7 +59,7 @@ class LibraryImportancePruner(Pruner):
         importance = importance_classes()[self.importance_name]()
         pruner = build_pruner(tp.pruner.MetaPruner, ctx, importance, global_pruning=self.config.global_ranking,
                               iterative_steps=self.config.iterative_steps, max_prune_rate=self.config.max_prune_rate)
-        return prune_with_library(pruner, ctx, self.importance_name, config=self.config,
+        return prune_with_library(pruner, ctx, self.config, self.importance_name,
                                   before_step=self._data_step(ctx, importance),
                                   global_ranking=self.config.global_ranking)
 

@@ -261,7 +261,8 @@ def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str],
         values["step_scale"] = DEFAULT_STEP_SCALE[values["step_rule"]]
     if options.get("from_checkpoint") and values["prune_epoch"] is None:
         values["prune_epoch"] = 0
-    elif options.get("epochs") is not None and values["prune_epoch"] is None:
+    elif (options.get("epochs") is not None and values["prune_epoch"] is None
+          and "prune_epoch" not in getattr(PRUNERS.get(pruner).Config, "OWN_DEFAULTS", ())):
         values["prune_epoch"] = default_prune_epoch(recipe, options["epochs"])
     ignored = unused_options(pruner, values)
     if ignored:

@@ -35,6 +35,9 @@ class PruneSchedule:
     target_flops: float          # FLOPs reduction to reach, e.g. 0.55, relative to the unpruned model
     prune_epoch: int = 0         # epochs of training before pruning (0: prune the start network)
     max_prune_rate: float = 1.0  # per-layer cap on the pruned fraction; a layer always keeps >= 1 filter
+    # Fields whose default here is the method's own and wins over the model family's recipe
+    # (e.g. SFP and FPGM mask from epoch 0, as their papers train); a flag still sets them.
+    OWN_DEFAULTS: ClassVar[tuple[str, ...]] = ()
 
     def validate(self, job=None) -> None:
         if not 0 < self.target_flops < 1:
@@ -212,10 +215,11 @@ def build_pruner_config(name: str, options: dict[str, Any], recipe: Any) -> Any:
     """
     cls = PRUNERS.get(name)
     values: dict[str, Any] = {}
+    own = getattr(cls.Config, "OWN_DEFAULTS", ())
     for f in dataclasses.fields(cls.Config):
         if options.get(f.name) is not None:
             values[f.name] = options[f.name]
-        elif hasattr(recipe, f.name):
+        elif hasattr(recipe, f.name) and f.name not in own:
             values[f.name] = getattr(recipe, f.name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise UserError(f"pruner {name} needs --{f.name.replace('_', '-')}")

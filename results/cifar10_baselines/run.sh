@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every pruner once on the cifar10_cpu_small setting (search_spaces/cifar10_cpu_small.yaml):
-# ResNet-20, fixed 5,000 / 2,000 CIFAR-10 images, 10 epochs (lr 0.1, x0.1 at 3/6/8/10... the
-# recipe's fractions), pruning at epoch 3, 50% fewer FLOPs, seed 0, one thread, one run at a time.
+# ResNet-20, fixed 5,000 / 2,000 CIFAR-10 images, 10 epochs (lr 0.1, x0.1 at epochs 3, 6, 8:
+# the recipe's fractions), pruning at epoch 3 (SFP, FPGM: masks from epoch 0), 50% fewer FLOPs, seed 0,
+# one thread, one run at a time.
 # Runs go to runs/cifar10_baselines/<name>/ (not committed); each record is copied to
 # results/cifar10_baselines/records/<name>.json. A finished run is not run again.
 #
@@ -22,8 +23,9 @@ run() {
   fi
   cp "$out/record.json" "results/cifar10_baselines/records/$name.json"
 }
-run sfp        run --pruner sfp "${PRUNE[@]}"
-run fpgm       run --pruner fpgm "${PRUNE[@]}"
+# SFP and FPGM mask from before the first epoch (their papers'; prune_epoch defaults to 0 for them)
+run sfp        run --pruner sfp --target-flops 0.5
+run fpgm       run --pruner fpgm --target-flops 0.5
 run pfec       run --pruner pfec "${PRUNE[@]}"
 run hrank      run --pruner hrank "${PRUNE[@]}"
 run taylor     run --pruner taylor "${PRUNE[@]}" --frequency 5   # 32 iterations x 5 of the 40 minibatches an epoch
