@@ -71,7 +71,9 @@ def smoke_laasp(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.work) / "smoke_laasp"
     shutil.rmtree(out, ignore_errors=True)
     flags = ["run", "--pruner", "laasp", "--model", "resnet20", "--dataset", "digits", "--epochs", "3",
-             "--prune-epoch", "1", "--target-flops", "0.3", "--device", "cuda", "--quiet"]
+             "--prune-epoch", "1", "--target-flops", "0.3", "--step-scale", "3", "--recover-epoch", "1",
+             "--recover-flop", "0.1", "--subset-size", "512", "--device", "cuda",
+             "--quiet"]  # short: the recipe's recovery would add ~90 epochs
     proc = subprocess.run([sys.executable, "run_bench.py", *flags, "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True)
     if proc.returncode != 0:
@@ -105,6 +107,8 @@ fixed:
   epochs: 4
   prune_epoch: 1
   target_flops: 0.3
+pruners:
+  laasp: {step_scale: 3.0, recover_epoch: 1, recover_flop: 0.1, subset_size: 512}
 grid:
   pruner: [none, laasp, l1_uniform, fpgm]
 """

@@ -72,3 +72,30 @@ def test_summary_names_every_section_and_its_figures(tmp_path) -> None:
 def test_machine_description() -> None:
     m = gpu_check.machine()
     assert m["gpus"] >= 1 and m["gpu_memory_gib"] > 0
+
+
+def test_sweep_section_reads_the_trials_records(tmp_path, monkeypatch) -> None:
+    """The sweep runs as `run_bench.py sweep ... --gpus-per-trial 0.25`; its records make the result."""
+    import argparse
+
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append((cmd, kwargs["env"]["CUDA_VISIBLE_DEVICES"]))
+        records = tmp_path / "sweep" / "gpu_sweep" / "records"
+        records.mkdir(parents=True)
+        for i, pruner in enumerate([None, "laasp", "l1_uniform", "fpgm"]):
+            (records / f"{i:03d}.json").write_text(json.dumps({
+                "trial_id": f"{i:03d}", "pruner": pruner, "status": "ok", "final": {"top1": 90.0 + i},
+                "env": {"device": "cuda", "gpu_memory_fraction": 0.25}, "wall_time_s": 30.0}))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(gpu_check.subprocess, "run", fake_run)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    result = gpu_check.sweep(argparse.Namespace(work=str(tmp_path)))
+    (cmd, visible), = calls
+    assert cmd[1:3] == ["run_bench.py", "sweep"] and "--gpus-per-trial" in cmd and cmd[cmd.index("--gpus-per-trial") + 1] == "0.25"
+    assert visible == "0" and "pruner: [none, laasp, l1_uniform, fpgm]" in (tmp_path / "gpu_sweep.yaml").read_text()
+    assert result["ok"] and len(result["trials"]) == 4 and result["sum_trial_wall_s"] == 120.0
+    assert result["concurrency"] == pytest.approx(120.0 / result["sweep_wall_s"])
+    assert {t["gpu_memory_fraction"] for t in result["trials"]} == {0.25}
