@@ -14,7 +14,8 @@ import time
 from harness.sweep.faults import fault
 from harness.sweep.folder import Resources, Say, Sweep, resume_command
 from harness.sweep.sampler import SpaceSampler
-from harness.sweep.trainable import SerialExecutor, describe_result
+from harness.sweep.serial import SerialExecutor
+from harness.sweep.trainable import describe_result
 
 __all__ = ["Resources", "Sweep", "run_sweep", "resume_command", "EXIT_OK", "EXIT_FAILED", "EXIT_INTERRUPTED"]
 
