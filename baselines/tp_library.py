@@ -21,7 +21,6 @@ from torch import nn
 
 from baselines.common import FINISH_TOLERANCE, FlopsModel, coupled_groups, record_fields, report_reach, solve, step_entry
 from harness.errors import UserError
-from harness.models import classifier_modules
 from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import PrunableNetwork, kept_modes
@@ -34,11 +33,13 @@ def example_input(ctx) -> torch.Tensor:
 
 def build_pruner(cls: type, ctx, importance: Any, global_pruning: bool, iterative_steps: int, max_prune_rate: float,
                  **kwargs: Any) -> Any:
-    """A torch-pruning pruner over every prunable conv (the classifier is never pruned)."""
+    """A torch-pruning pruner over every prunable conv. Every linear layer's outputs are left alone:
+    the classifier's are the logits, and a hidden linear (the authors' VGG-16 has 512-512 + BN1d)
+    is no filter; their inputs still shrink with the convs that feed them."""
     with torch.enable_grad(), kept_modes(ctx.model):  # the library's tracing leaves eval mode on
         return cls(ctx.model, example_input(ctx), importance=importance, global_pruning=global_pruning,
                    pruning_ratio=1.0, iterative_steps=iterative_steps, max_pruning_ratio=max_prune_rate,
-                   ignored_layers=list(classifier_modules(ctx.model)), **kwargs)
+                   ignored_layers=[m for m in ctx.model.modules() if isinstance(m, nn.Linear)], **kwargs)
 
 
 def _member_lookup(groups) -> dict[nn.Module, tuple[int, dict[int, int]]]:
