@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,7 @@ from harness.sweep.folder import Say, Sweep
 from harness.sweep.sampler import SpaceSampler
 from harness.sweep.study import (finished, make_rungs, rebuild_rungs, reconcile, running_trial, search_name,
                                  search_trial, tell_record)
-from harness.sweep.trainable import (SweepContext, describe_result, driver_record, execute_trial, ray_trainable,
-                                     trial_from_config)
+from harness.sweep.trainable import describe_result, driver_record, execute_trial, ray_trainable, trial_from_config
 
 
 class StudySearcher(Searcher):
