@@ -76,7 +76,7 @@ class Sweep:
         if not NAME_RE.match(name):
             raise UserError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only")
         root = (Path(results_dir) / name).resolve()
-        existed = root.exists()
+        created = [p for p in [root, *root.parents] if not p.exists()]  # deepest first
         ensure_writable_folder(root, "--results-dir")
         lock = SweepLock(root)
         lock.acquire(name)
@@ -102,10 +102,11 @@ class Sweep:
             return sweep
         except BaseException:
             lock.release()
-            if not existed:  # leave no half-made folder behind a refused start
+            if created:  # leave no half-made folder behind a refused start
                 (root / LOCK_NAME).unlink(missing_ok=True)
-                if not any(root.iterdir()):
-                    root.rmdir()
+                for folder in created:
+                    if folder.is_dir() and not any(folder.iterdir()):
+                        folder.rmdir()
             raise
 
     @classmethod

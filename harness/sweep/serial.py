@@ -24,11 +24,12 @@ class SerialExecutor:
         from harness.train.memory import release_cached_memory
 
         done = self.ctx.record_path(trial.name).exists()
-        emit = None
-        if rungs is not None:
-            def emit(metrics: dict[str, Any], state_path: Path | None) -> None:
-                if rungs.decide(trial.name, metrics):
-                    raise TrialStopped(rungs.reason(metrics))
+
+        def early_stop(metrics: dict[str, Any], state_path: Path | None) -> None:
+            if rungs.decide(trial.name, metrics):
+                raise TrialStopped(rungs.reason(metrics))
+
+        emit = early_stop if rungs is not None else None
         threads = torch.get_num_threads()
         torch.set_num_threads(self.ctx.threads)
         try:
