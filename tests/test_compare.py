@@ -139,47 +139,47 @@ def test_holm_on_a_known_set() -> None:
 # ------------------------------------------------------------------ the view
 @pytest.fixture
 def paired_records():
-    """LAASP vs fpgm and random at 50%, three seeds, known per-seed differences; fpgm also at 30%."""
+    """LAASP vs pfec and random at 50%, three seeds, known per-seed differences; pfec also at 30%."""
     out = [rec(None, None, s, 94.0 + s) for s in range(3)]
     out += [rec("laasp", 0.5, s, v, pre_prune={"top1": 20.0 + s}) for s, v in enumerate((92.0, 93.0, 94.5))]
-    out += [rec("fpgm", 0.5, s, v, pre_prune={"top1": 20.0 + s}) for s, v in enumerate((90.7, 92.8, 93.1))]
+    out += [rec("pfec", 0.5, s, v, pre_prune={"top1": 20.0 + s}) for s, v in enumerate((90.7, 92.8, 93.1))]
     out += [rec("random", 0.5, s, v) for s, v in zip((7, 8), (91.0, 91.5))]  # other seeds: unpaired
-    out += [rec("fpgm", 0.3, 0, 93.0)]  # no LAASP at 30%: not compared
+    out += [rec("pfec", 0.3, 0, 93.0)]  # no LAASP at 30%: not compared
     return out
 
 
 def test_view_rows_and_holm_across_them(paired_records) -> None:
     table = build_against_table(paired_records)
     rows = {c.other.pruner: c for c in table.rows}
-    assert set(rows) == {"fpgm", "random"}
-    fpgm = rows["fpgm"]
+    assert set(rows) == {"pfec", "random"}
+    pfec = rows["pfec"]
     diffs = [92.0 - 90.7, 93.0 - 92.8, 94.5 - 93.1]
     mean = sum(diffs) / 3
     se = statistics.stdev(diffs) / math.sqrt(3)
-    assert fpgm.diff.test == PAIRED and fpgm.diff.mean == pytest.approx(mean)
-    assert fpgm.diff.p == pytest.approx(t_two_sided_p(mean / se, 2), rel=1e-6)
-    assert fpgm.same_start == (3, 3)
+    assert pfec.diff.test == PAIRED and pfec.diff.mean == pytest.approx(mean)
+    assert pfec.diff.p == pytest.approx(t_two_sided_p(mean / se, 2), rel=1e-6)
+    assert pfec.same_start == (3, 3)
     random = rows["random"]
     assert random.diff.test == WELCH and random.diff.n_other == 2
-    ps = sorted([fpgm.diff.p, random.diff.p])
-    assert min(fpgm.p_holm, random.p_holm) == pytest.approx(min(1, 2 * ps[0]))
-    assert max(fpgm.p_holm, random.p_holm) == pytest.approx(max(min(1, 2 * ps[0]), ps[1]))
-    assert fpgm.significant == (fpgm.p_holm < 0.05)
+    ps = sorted([pfec.diff.p, random.diff.p])
+    assert min(pfec.p_holm, random.p_holm) == pytest.approx(min(1, 2 * ps[0]))
+    assert max(pfec.p_holm, random.p_holm) == pytest.approx(max(min(1, 2 * ps[0]), ps[1]))
+    assert pfec.significant == (pfec.p_holm < 0.05)
     assert "significant at 0.05 after Holm" in summary(table)
 
 
 def test_view_formats_parse_back(paired_records, tmp_path, capsys) -> None:
     table = build_against_table(paired_records)
     df = pd.read_csv(io.StringIO(to_csv(table)), comment="#")
-    row = df[df.other == "fpgm"].iloc[0]
+    row = df[df.other == "pfec"].iloc[0]
     assert row.reference == "laasp" and row.test == PAIRED and row.pairs == 3
     assert row.mean_difference == pytest.approx((1.3 + 0.2 + 1.4) / 3, abs=1e-4)
     assert row.ci_low < row.mean_difference < row.ci_high and row.p_holm >= row.p
     assert df[df.other == "random"].iloc[0].test == WELCH
     md = render(table, "md")
-    assert "laasp - fpgm" in md and "s0 +1.30, s1 +0.20, s2 +1.40" in md and "Holm" in md
+    assert "laasp - pfec" in md and "s0 +1.30, s1 +0.20, s2 +1.40" in md and "Holm" in md
     body = parse_latex(render(table, "latex"))
-    assert [b["comparison"] for b in body] == ["laasp - fpgm", "laasp - random"]
+    assert [b["comparison"] for b in body] == ["laasp - pfec", "laasp - random"]
     # the CLI, on a sweep folder
     (tmp_path / "records").mkdir()
     for i, r in enumerate(paired_records):
@@ -187,11 +187,11 @@ def test_view_formats_parse_back(paired_records, tmp_path, capsys) -> None:
     parser = argparse.ArgumentParser()
     add_table_args(parser)
     assert table_main(parser.parse_args([str(tmp_path), "--against"])) == 0
-    assert "laasp - fpgm" in capsys.readouterr().out
-    assert table_main(parser.parse_args([str(tmp_path), "--against", "fpgm", "--format", "csv"])) == 0
+    assert "laasp - pfec" in capsys.readouterr().out
+    assert table_main(parser.parse_args([str(tmp_path), "--against", "pfec", "--format", "csv"])) == 0
     df = pd.read_csv(io.StringIO(capsys.readouterr().out), comment="#")
-    assert set(df.reference) == {"fpgm"} and set(df.other) == {"laasp", "random"}
-    assert set(df.target_flops_pct) == {50.0}  # fpgm at 30% has nobody to meet
+    assert set(df.reference) == {"pfec"} and set(df.other) == {"laasp", "random"}
+    assert set(df.target_flops_pct) == {50.0}  # pfec at 30% has nobody to meet
     for argv, words in [(["--against", "nope"], "no successful nope runs"),
                         (["--against", "--compare-paper"], "its own view"),
                         (["--view", "time", "--metric", "best"], "--metric goes with the results view only"),
@@ -234,5 +234,5 @@ def test_table_metric_best(paired_records) -> None:
     final = render(build_table(paired_records), "md")
     assert "best epoch" not in final and "last epoch" in final
     view = build_against_table(paired_records, metric="best")
-    fpgm = next(c for c in view.rows if c.other.pruner == "fpgm")
-    assert fpgm.diff.mean == pytest.approx((1.3 + 0.2 + 1.4) / 3)  # both sides moved by 1
+    pfec = next(c for c in view.rows if c.other.pruner == "pfec")
+    assert pfec.diff.mean == pytest.approx((1.3 + 0.2 + 1.4) / 3)  # both sides moved by 1
