@@ -169,4 +169,8 @@ def test_report_says_which_differences_are_real_and_shows_the_best_epoch(report)
     mean = lambda table, row: float(row[table[0].index([h for h in table[0] if h.startswith("pruned top-1")][0])]
                                     .split(" ± ")[0])
     for b, f in zip(best[1:], final[1:]):
-        assert b[:4] == f[:4] and mean(best, b) >= mean(final, f)
+        assert b[:4] == f[:4]
+        # fpgm is soft pruning: its epochs evaluate the masked network, `final` the one whose masked
+        # filters were then removed (README, "Soft pruning and the end"), so best >= final need not hold
+        if b[2] != "fpgm":
+            assert mean(best, b) >= mean(final, f)
