@@ -37,9 +37,13 @@ def _comparable(record: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    return run_job(_config(out), state_path=out / "state.pt")
+def full_run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("full")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(full_run_dir):
+    return run_job(_config(full_run_dir), state_path=full_run_dir / "state.pt")
 
 
 @pytest.mark.parametrize("stop_after", [
@@ -178,14 +182,13 @@ def test_recovery_follows_the_schedule_like_the_authors(tmp_path, uninterrupted)
     assert recover == [(1, pytest.approx(0.05))] * 2 and rec["config"]["pruner_config"]["recover_lr"] == "prune_epoch"
 
 
-def test_unpruned_baseline_gets_the_same_epoch_budget(tmp_path, uninterrupted) -> None:
+def test_unpruned_baseline_gets_the_same_epoch_budget(tmp_path, uninterrupted, full_run_dir) -> None:
     """`train --match-epochs RECORD`: the unpruned run trains as many epochs as the LAASP run, the extra
     ones where a pruned run adds its own (after the prune epoch, at its rate); it resumes exactly."""
-    from pathlib import Path
 
     from harness.job.options import job_config_from_options
 
-    record = Path(uninterrupted["config"]["out"]) / "record.json"
+    record = full_run_dir / "record.json"  # the record stores its own folder as "." (portable paths)
     total = uninterrupted["epochs_trained"]
     common = ["--model", "resnet20", "--dataset", "digits", "--train-subset", "300", "--test-subset", "100",
               "--seed", "3", "--epochs", "3", "--lr", "0.05", "--batch-size", "64", "--milestones", "2", "--quiet"]

@@ -50,7 +50,7 @@ search:
   num_samples: 4
   sampler_seed: 1                 # with it, ASHA stops s0002 at epoch 2
   repeat: {top: 1}
-ASHA  space:
+{asha}  space:
     criteria: {subset: [l1, l2, eucl, cos], encoding: string}
     step_scale: {low: 4.0, high: 8.0}
     recover_epoch: {low: 0, high: 1}
@@ -69,8 +69,8 @@ SEARCH_FAULTS = [("study_ask", 2), ("study_tell", 1), ("trial_report", 3), ("tri
 def spaces(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("fault_spaces")
     (d / "grid.yaml").write_text(GRID)
-    (d / "search.yaml").write_text(SEARCH.replace("ASHA", ""))
-    (d / "asha.yaml").write_text(SEARCH.replace("ASHA", ASHA))
+    (d / "search.yaml").write_text(SEARCH.replace("{asha}", ""))
+    (d / "asha.yaml").write_text(SEARCH.replace("{asha}", ASHA))
     return d
 
 

@@ -4,7 +4,7 @@
 # the recipe's fractions), pruning at epoch 3 (SFP, FPGM: masks from epoch 0), 50% fewer FLOPs, seed 0,
 # one thread, one run at a time.
 # Runs go to runs/cifar10_baselines/<name>/ (not committed); each record is copied to
-# results/cifar10_baselines/records/<name>.json. A finished run is not run again.
+# results/cifar10_baselines/records/<name>.json. A finished run (its record in either place) is not run again.
 #
 #   bash results/cifar10_baselines/run.sh          # from the repository root
 set -euo pipefail
@@ -18,6 +18,7 @@ mkdir -p results/cifar10_baselines/records
 run() {
   local name=$1; shift
   local out=runs/cifar10_baselines/$name
+  [ -f "results/cifar10_baselines/records/$name.json" ] && return 0
   if [ ! -f "$out/record.json" ]; then
     "$PY" run_bench.py "$@" "${COMMON[@]}" --out "$out"
   fi
