@@ -24,6 +24,7 @@ class JobConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (harness.train.device)
     deterministic: bool = False  # CUDA: deterministic kernels, no autotuning
+    compile: bool = False  # torch.compile training where shapes no longer change (harness.train.compiled)
     out: str | None = None
     progress: bool = True
     pruner: str | None = None

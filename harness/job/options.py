@@ -81,6 +81,10 @@ _TRAINING = (
            "bf16, else fp16 with a gradient scaler; fp32 on CPU), fp32 (true fp32, TF32 off), bf16, fp16",
            default="auto", choices=PRECISIONS),
     Option("no_amp", "bool", "training", "same as --precision fp32", default=False),
+    Option("compile", "bool", "training",
+           "torch.compile the training step in the epochs after the last structural change (an unpruned run: all of "
+           "them); off by default: on this project's CPU it measured slower than eager (README, Benchmarks)",
+           default=False),
     Option("deterministic", "bool", "training",
            "CUDA: deterministic cuDNN kernels and algorithms, no autotuning (slower; see README, Reproducibility)",
            default=False),
@@ -211,6 +215,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
         budget_epoch = default_prune_epoch(recipe, epochs)  # where a pruned run of the recipe adds its epochs
     cfg = JobConfig(model=opts["model"], data=data, optim=optim, epochs=epochs, seed=opts["seed"],
                     device=opts["device"], precision=_precision(opts), deterministic=opts["deterministic"],
+                    compile=opts["compile"],
                     out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
                     init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch)

@@ -24,7 +24,7 @@ from harness.errors import UserError
 from harness.prune.flops import Cost, count_cost, reduction
 from harness.prune.pruner import check_reachable
 from harness.job.config import JobConfig
-from harness.job.schedule import run_pruning_schedule, run_unpruned_schedule
+from harness.job.schedule import FINAL_SHAPE_PHASES, run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
 from harness.job.records import (FLOPS_COUNTER, best_epoch, cost_entry, ensure_writable_folder, portable_path,
                                  to_jsonable, write_json_atomic)
@@ -89,8 +89,12 @@ class JobContext:
             self.checkpoint(entry)
 
         self._phase_start = start
+        # Shapes are final in an unpruned run and once a pruned run has pruned: only there does a
+        # compiled graph live long enough to repay its compile time.
+        final_shapes = self.config.pruner is None or phase in FINAL_SHAPE_PHASES
         self.engine.run_epochs(self.state, schedule_epochs, phase, extra=self.cost_fields,
-                               on_epoch_end=epoch_end, hooks=self._pruner_hooks(), **kwargs)
+                               on_epoch_end=epoch_end, hooks=self._pruner_hooks(), final_shapes=final_shapes,
+                               **kwargs)
 
     def attach_pruner(self, pruner) -> Any:
         """Make ``pruner`` the run's (its hooks join training); a resumed run restores its state."""
@@ -193,7 +197,7 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     if resume is not None:
         model = model_from_payload(resume)
     model = precision.prepare_model(model)
-    engine = Engine(data, cfg.optim, precision, cfg.seed, progress=cfg.progress)
+    engine = Engine(data, cfg.optim, precision, cfg.seed, progress=cfg.progress, compile=cfg.compile)
     ctx = JobContext(cfg, data, precision, engine, TrainingState(model), baseline, report,
                      Path(state_path) if state_path is not None else None)
     if resume is not None:
@@ -322,6 +326,7 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "epochs_trained": ctx.state.epochs_trained,
         "wall_time_s": wall_time_s,
         "timings": ctx.timings,
+        "compile": ctx.engine.compiler.summary(),
         **extra,
     })
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from harness.prune.pruner import PRUNERS, method_block
 
+# Phases a pruned run trains after its last structural change (soft pruners only mask in them and
+# remove the masked filters after the last epoch): the shapes they train are final.
+FINAL_SHAPE_PHASES = ("budget", "finetune")
+
 
 def run_pruning_schedule(ctx) -> None:
     """train -> prune (pruner-specific, may recover) -> top up to the epoch budget -> finetune

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.train.compiled import CompiledTraining
 from harness.train.device import Precision
 from harness.errors import UserError
 
@@ -190,7 +191,8 @@ class Engine:
     """Binds a model's data, optimiser settings and precision; runs epochs and evaluations."""
 
     def __init__(self, data, optim: OptimConfig, precision: Precision, seed: int,
-                 eval_batch_size: int = 512, progress: bool = True):
+                 eval_batch_size: int = 512, progress: bool = True, compile: bool = False):
+        self.compiler = CompiledTraining(compile)
         self.data = data
         self.optim = optim
         self.precision = precision
@@ -211,6 +213,7 @@ class Engine:
         extra: Callable[[], dict[str, Any]] | None = None,
         on_epoch_end: EpochHook | None = None,
         hooks: TrainHooks | None = None,
+        final_shapes: bool = False,
     ) -> None:
         """Train one epoch per entry of ``schedule_epochs`` and evaluate after each.
 
@@ -218,6 +221,7 @@ class Engine:
         otherwise the multi-step schedule gives it. ``extra`` adds fields (FLOPs, params) to
         each history entry; ``on_epoch_end`` receives the entry (reporting, checkpointing);
         ``hooks`` are the pruner's (regularizers, gradient masks, soft masks at epoch end).
+        ``final_shapes``: no structural change follows, so a compiled step (``compile``) may train.
         """
         hooks = hooks or TrainHooks()
         self.precision.prepare_model(state.model)  # in place: the optimizer's parameters stay valid
@@ -235,7 +239,9 @@ class Engine:
             # The shuffle depends on the seed and the count of epochs trained, so a resumed
             # run draws the same batches it would have drawn without the interruption.
             epoch_seed = self.seed * 1_000_003 + state.epochs_trained
-            stats = train_epoch(state.model, self.data.train_batches(self.optim.batch_size, epoch_seed),
+            # The compiled module shares the model's parameters: optimizer and checkpoints see one model.
+            trained = self.compiler.module(state.model) if final_shapes else state.model
+            stats = train_epoch(trained, self.data.train_batches(self.optim.batch_size, epoch_seed),
                                 state.optimizer, lr, self.precision, scaler, hooks.after_backward)
             state.epochs_trained += 1
             state.train_time_s += stats["train_time_s"]
