@@ -8,6 +8,7 @@ what the records say: nothing is re-measured or filled in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -105,8 +106,10 @@ def group_of(record: dict[str, Any]) -> str | None:
     return name
 
 
+@functools.lru_cache(maxsize=None)
 def _default_pool(pruner: str) -> tuple[str, ...] | None:
-    """The registered pruner's default ``criteria`` (None when it has none or is not registered)."""
+    """The registered pruner's default ``criteria`` (None when it has none or is not registered);
+    once per pruner name, not once per record."""
     import dataclasses
 
     from harness.prune.plugins import load_builtin_pruners

@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from torch import nn
 
 log = logging.getLogger("harness")
 
 
 class CompiledTraining:
-    """Compiled versions of the models trained, one per model object; eager when disabled or
-    when torch.compile is not available here (the reason is kept for the record)."""
+    """The compiled version of the model being trained (compiled again when the engine is handed
+    another model object); eager when disabled or when torch.compile is not available here (the
+    reason is kept for the record)."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -36,8 +38,7 @@ class CompiledTraining:
         if self._cache is not None and self._cache[0] is model:
             return self._cache[1]
         try:
-            import torch
-            import torch._dynamo
+            import torch._dynamo  # here, not at the top: importing dynamo costs every run seconds
 
             # A frame dynamo cannot compile runs eagerly (with a warning) instead of failing a run.
             torch._dynamo.config.suppress_errors = True
