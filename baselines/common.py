@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from baselines.schedules import ScheduleConfig
+from baselines.schedules import SCHEDULES, ScheduleConfig
 from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
@@ -280,10 +280,11 @@ class OneShotPruner(Pruner):
         return coupled_groups(net, self.config.max_prune_rate)
 
     def prune(self, ctx) -> dict[str, Any]:
-        if getattr(self.config, "iterative", False):  # a plugin's Config may lack the schedule fields
-            from baselines.iterative import prune_iteratively  # it builds on this module
+        # a plugin's Config may lack the schedule fields: one-shot
+        return SCHEDULES.get(getattr(self.config, "schedule", "oneshot"))(self, ctx)
 
-            return prune_iteratively(self, ctx)
+    def prune_once(self, ctx) -> dict[str, Any]:
+        """The one-shot schedule: the whole removal planned and applied at once."""
         cfg = self.config
         start = time.perf_counter()
         net = PrunableNetwork(ctx.model, ctx.data.image_size, ctx.data.in_channels)
@@ -315,6 +316,9 @@ class OneShotPruner(Pruner):
                 net.remove(g.root, sorted(idxs))
         return plan, groups
 
+
+
+SCHEDULES.register("oneshot")(OneShotPruner.prune_once)
 
 def counted_flops(ctx, plan: Plan, who: str) -> int:
     """The pruned network's MACs by the harness counter (warns when the FLOPs model missed)."""

@@ -28,12 +28,14 @@ from typing import Any
 import torch
 
 from baselines.common import counted_flops, record_fields, report_reach, step_entry
+from baselines.schedules import SCHEDULES
 from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import PrunableNetwork
 from harness.prune.recovery import Recovery
 
 
+@SCHEDULES.register("iterative")
 def prune_iteratively(pruner, ctx) -> dict[str, Any]:
     """Run ``pruner`` (a `baselines.common.OneShotPruner`) on the iterative schedule; its record fields."""
     cfg = pruner.config

@@ -17,20 +17,23 @@ and are refused with ``iterative`` too.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from harness.errors import UserError
 from harness.prune.pruner import PruneSchedule
 from harness.prune.recovery import validate_recovery
+from harness.registry import Registry
 
-SCHEDULES = ("oneshot", "iterative")
+# schedule name -> runner(pruner, ctx) -> record fields: "oneshot" (`baselines.common`),
+# "iterative" (`baselines.iterative`)
+SCHEDULES: Registry[Callable[[Any, Any], dict[str, Any]]] = Registry("schedule")
 
 
 @dataclass(frozen=True)
 class ScheduleConfig(PruneSchedule):
     """The schedule fields of a one-shot baseline's Config (a mixin: put it after the other bases)."""
 
-    schedule: str = "oneshot"     # SCHEDULES
+    schedule: str = "oneshot"     # a name in SCHEDULES
     step_rule: str = "flops"      # iterative: only "flops" (see the module docstring)
     step_scale: float = 1.0       # iterative: % of the baseline FLOPs each step removes
     recover_flop: float = 0.02    # iterative: FLOPs reduction between recoveries (LAASP's rule)
@@ -46,8 +49,7 @@ class ScheduleConfig(PruneSchedule):
 
     def validate_schedule(self, job=None) -> None:
         super().validate_schedule(job)
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        SCHEDULES.get(self.schedule)  # unknown: the message lists the registered ones
         if not self.iterative:
             return
         if self.target_flops is None:
