@@ -270,3 +270,21 @@ def test_sweep_grid_with_an_iterative_block(tmp_path) -> None:
     assert sorted(groups) == ["l1_global@iterative", "l1_uniform", "l1_uniform@iterative"]
     assert len(groups["l1_uniform@iterative"]["trace"]) == 2 and groups["l1_uniform@iterative"]["recoveries"] >= 1
     assert len(groups["l1_uniform"]["trace"]) == 1 and groups["l1_uniform"]["recoveries"] == 0
+
+
+def test_sweep_sends_the_iterative_settings_only_to_iterative_trials(tmp_path) -> None:
+    from harness.sweep.plan import plan_grid
+    from harness.sweep.space import load_space
+
+    space = tmp_path / "s.yaml"
+    space.write_text("fixed: {model: resnet20, target_flops: 0.3}\n"
+                     "pruners:\n  l1_global: {schedule: iterative, recover_epoch: 1}\n"
+                     "grid:\n  pruner: [laasp, l1_uniform, l1_global]\n  recover_flop: [0.05, 0.1]\n")
+    trials = {(t.options["pruner"], t.options.get("recover_flop")): t.options for t in plan_grid(load_space(space))}
+    # one-shot l1_uniform reads no recovery setting: one trial, not one per recover_flop
+    assert sorted(trials) == [("l1_global", 0.05), ("l1_global", 0.1), ("l1_uniform", None), ("laasp", 0.05),
+                              ("laasp", 0.1)]
+    assert trials[("l1_global", 0.1)]["recover_epoch"] == 1 and "schedule" not in trials[("laasp", 0.1)]
+    space.write_text("fixed: {model: resnet20}\npruners:\n  l1_uniform: {recover_epoch: 1}\n")
+    with pytest.raises(UserError, match="l1_uniform does not use recover_epoch unless schedule: iterative"):
+        load_space(space)
