@@ -317,8 +317,8 @@ class OneShotPruner(Pruner):
         return plan, groups
 
 
-
 SCHEDULES.register("oneshot")(OneShotPruner.prune_once)
+
 
 def counted_flops(ctx, plan: Plan, who: str) -> int:
     """The pruned network's MACs by the harness counter (warns when the FLOPs model missed)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.prune.pruner import PruneSchedule
-from harness.prune.recovery import RECOVER_LR_POLICIES, validate_recovery  # noqa: F401 (re-export)
+from harness.prune.recovery import validate_recovery
 
 STEP_RULES = ("flops", "ratio")
 SELECTION_MODES = ("exact", "approx")
@@ -38,7 +38,7 @@ class LAASPConfig(PruneSchedule):
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
-    recover_lr: str = "schedule"         # RECOVER_LR_POLICIES
+    recover_lr: str = "schedule"         # harness.prune.recovery.RECOVER_LR_POLICIES
     subset_policy: str = "random"        # SUBSET_POLICIES
     seed: int = 0                        # random criteria, subset draw (set from the run's seed)
 
