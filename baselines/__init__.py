@@ -10,6 +10,9 @@ every importance class of torch-pruning (`baselines.tp_zoo`).
 Criterion controls, one-shot at ``prune_epoch``: ``l1_uniform``, ``gm_uniform`` (FPGM's criterion
 alone, hard) and ``random`` at a uniform ratio (`baselines.uniform`), ``l1_global`` ranked across
 layers (`baselines.global_l1`).
+
+Every one-shot baseline (`baselines.common.OneShotPruner`) also runs on LAASP's iterative schedule
+with ``schedule: iterative`` (`baselines.schedules`, `baselines.iterative`), a harness control.
 """
-from baselines import (depgraph, global_l1, hrank, lamp, pfec, slimming, soft, taylor,  # noqa: F401 (registration)
-                       tp_zoo, uniform)
+from baselines import (depgraph, global_l1, hrank, iterative, lamp, pfec, slimming, soft,  # noqa: F401 (registration)
+                       taylor, tp_zoo, uniform)

@@ -41,19 +41,21 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from baselines.schedules import SCHEDULES, ScheduleConfig
 from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import Pruner, PruneSchedule, StepResult, cap_count
+from harness.prune.pruner import Pruner, StepResult, cap_count
 
 log = logging.getLogger("baselines")
 
 
 @dataclass(frozen=True)
-class BaselineConfig(PruneSchedule):
-    """Settings every one-shot baseline reads: the shared schedule fields, nothing more (the CLI
-    fills unset ones from the model's recipe)."""
+class BaselineConfig(ScheduleConfig):
+    """Settings every one-shot baseline reads: the shared schedule fields and the choice of a
+    one-shot or iterative schedule (`baselines.schedules`); the CLI fills unset ones from the
+    model's recipe."""
 
 
 # ------------------------------------------------------------------------- coupled groups
@@ -64,10 +66,14 @@ class CoupledGroup:
     index: int
     root: Layer                            # the first member in module order; removals go through it
     members: list[tuple[Layer, list[int]]]  # (layer, its filter index for each root channel k)
-    channels: int
-    cap: int                               # most channels the group may lose
+    channels: int                          # now
+    cap: int                               # most channels the group may lose now
     out_modules: list[nn.Module] = field(default_factory=list)  # convs/linears whose outputs it cuts
     in_modules: list[nn.Module] = field(default_factory=list)   # ... whose inputs it cuts
+    original: int = 0                      # channels before pruning started (0: ``channels``)
+
+    def __post_init__(self) -> None:
+        self.original = self.original or self.channels
 
     @property
     def names(self) -> list[str]:
@@ -92,6 +98,9 @@ def group_rows(group: CoupledGroup) -> torch.Tensor:
 
 
 def coupled_groups(net: PrunableNetwork, max_prune_rate: float = 1.0) -> list[CoupledGroup]:
+    """The coupled groups of the network as it is. The cap counts from each layer's original
+    filters (``Layer.original_filters``), less those already gone, so it stays relative to the
+    unpruned network across the steps of the iterative schedule."""
     groups: list[CoupledGroup] = []
     assigned: set[str] = set()
     for layer in net.layers:
@@ -114,8 +123,9 @@ def coupled_groups(net: PrunableNetwork, max_prune_rate: float = 1.0) -> list[Co
                 ins[module] = None
         members.sort(key=lambda m: net.layers.index(m[0]))  # ``layer`` (the root) comes first
         assigned.update(m.name for m, _ in members)
-        groups.append(CoupledGroup(len(groups), layer, members, channels,
-                                   cap_count(channels, max_prune_rate), list(outs), list(ins)))
+        original = layer.original_filters
+        cap = max(0, cap_count(original, max_prune_rate) - (original - channels))
+        groups.append(CoupledGroup(len(groups), layer, members, channels, cap, list(outs), list(ins), original))
     return groups
 
 
@@ -270,25 +280,20 @@ class OneShotPruner(Pruner):
         return coupled_groups(net, self.config.max_prune_rate)
 
     def prune(self, ctx) -> dict[str, Any]:
+        # a plugin's Config may lack the schedule fields: one-shot
+        return SCHEDULES.get(getattr(self.config, "schedule", "oneshot"))(self, ctx)
+
+    def prune_once(self, ctx) -> dict[str, Any]:
+        """The one-shot schedule: the whole removal planned and applied at once."""
         cfg = self.config
         start = time.perf_counter()
         net = PrunableNetwork(ctx.model, ctx.data.image_size, ctx.data.in_channels)
-        groups = self.groups(net)
-        model = FlopsModel(net, groups)
         budget = (1.0 - (cfg.target_flops or 0.0)) * ctx.baseline_cost.flops
-        tolerance = FINISH_TOLERANCE * ctx.baseline_cost.flops
         generator = torch.Generator().manual_seed(ctx.config.seed)
-        plan = self.plan(ctx, net, groups, model, budget, tolerance, generator)
-        for g in groups:
-            idxs = plan.removed.get(g.index, [])
-            if idxs:
-                net.remove(g.root, sorted(idxs))
+        plan, groups = self.remove_planned(ctx, net, budget, generator)
         selection_s = time.perf_counter() - start
         ctx.add_time("selection_s", selection_s)
-        flops = count_cost(ctx.model, ctx.data.image_size, ctx.data.in_channels).flops
-        if flops != plan.predicted_flops:  # the FLOPs model missed a layer type: trust the counter
-            log.warning("%s: FLOPs model predicted %d MACs, counter says %d", type(self).__name__,
-                        plan.predicted_flops, flops)
+        flops = counted_flops(ctx, plan, type(self).__name__)
         reduction = flops_reduction(ctx.baseline_cost.flops, flops)
         reached = report_reach(ctx, cfg, flops, budget, reduction)
         removed = sum(len(v) for v in plan.removed.values())
@@ -297,6 +302,30 @@ class OneShotPruner(Pruner):
         counts = {g.index: len(plan.removed.get(g.index, [])) for g in groups}
         return record_fields(cfg, reached, trace, plan.criterion, removed, layer_rates(net, groups, counts),
                              [name for g in plan.passed_over for name in groups[g].names], **plan.extra)
+
+    def remove_planned(self, ctx, net: PrunableNetwork, budget: float,
+                       generator: torch.Generator) -> tuple[Plan, list[CoupledGroup]]:
+        """Plan a removal on the network as it is, to FLOPs <= ``budget`` MACs, and remove it."""
+        groups = self.groups(net)
+        model = FlopsModel(net, groups)
+        tolerance = FINISH_TOLERANCE * ctx.baseline_cost.flops
+        plan = self.plan(ctx, net, groups, model, budget, tolerance, generator)
+        for g in groups:
+            idxs = plan.removed.get(g.index, [])
+            if idxs:
+                net.remove(g.root, sorted(idxs))
+        return plan, groups
+
+
+SCHEDULES.register("oneshot")(OneShotPruner.prune_once)
+
+
+def counted_flops(ctx, plan: Plan, who: str) -> int:
+    """The pruned network's MACs by the harness counter (warns when the FLOPs model missed)."""
+    flops = count_cost(ctx.model, ctx.data.image_size, ctx.data.in_channels).flops
+    if flops != plan.predicted_flops:  # the FLOPs model missed a layer type: trust the counter
+        log.warning("%s: FLOPs model predicted %d MACs, counter says %d", who, plan.predicted_flops, flops)
+    return flops
 
 
 # ------------------------------------------------------------------------- record fields

@@ -24,6 +24,7 @@ import torch
 
 from baselines.common import CoupledGroup, FlopsModel, Plan
 from baselines.rates import RatesConfig
+from baselines.schedules import ScheduleConfig
 from baselines.uniform import UniformPruner
 from harness.errors import UserError
 from harness.prune.prunable import PrunableNetwork
@@ -32,7 +33,7 @@ from harness.prune.pruner import PRUNERS, MethodCard
 
 
 @dataclass(frozen=True)
-class HRankConfig(RatesConfig):
+class HRankConfig(RatesConfig, ScheduleConfig):
     rank_images: int = 500  # the paper: "a small number of images (500) suffice"
 
     def validate(self, job=None) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from baselines.common import CoupledGroup, is_residual_tied
 from baselines.rates import RatesConfig, model_groups
+from baselines.schedules import ScheduleConfig
 from baselines.uniform import UniformPruner
 from harness.errors import UserError
 from harness.prune.prunable import PrunableNetwork
@@ -45,7 +46,7 @@ PRESETS = {
 
 
 @dataclass(frozen=True)
-class PFECConfig(RatesConfig):
+class PFECConfig(RatesConfig, ScheduleConfig):
     preset: str | None = None             # the paper's rates and skipped layers for its models
     skip_layers: tuple[str, ...] = ()     # sensitive layers left unpruned (with a preset: added to its list)
 

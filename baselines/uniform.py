@@ -44,8 +44,13 @@ _CONTROL = dict(
 
 
 def uniform_events(groups: list[CoupledGroup]) -> list[tuple[float, int]]:
-    """(ratio at which the filter goes, group index) for every removable filter, in removal order."""
-    events = [((k - 0.5) / g.channels, g.index) for g in groups for k in range(1, g.cap + 1)]
+    """(ratio at which the filter goes, group index) for every removable filter, in removal order.
+
+    The ratio is of the group's original channels, counting those already gone: on the iterative
+    schedule each step continues the one uniform ratio, so the network ends near the one-shot
+    structure instead of drifting toward equal widths (the widest group's next filter would
+    otherwise always be the cheapest in ratio)."""
+    events = [((g.original - g.channels + k - 0.5) / g.original, g.index) for g in groups for k in range(1, g.cap + 1)]
     events.sort()
     return events
 

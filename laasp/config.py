@@ -8,16 +8,10 @@ from dataclasses import dataclass
 
 from harness.errors import UserError
 from harness.prune.pruner import PruneSchedule
+from harness.prune.recovery import validate_recovery
 
 STEP_RULES = ("flops", "ratio")
 SELECTION_MODES = ("exact", "approx")
-# Learning rate of recovery epochs. "schedule": the k-th epoch of each recovery at the schedule's
-# rate for epoch prune_epoch + k, as the authors' scripts do (their recovery calls their training
-# loop for epochs prune_epoch .. prune_epoch + recover_epoch - 1, setting the rate per epoch);
-# "prune_epoch": every recovery epoch at the rate of prune_epoch, this harness's rule before
-# issue 13 (records without recover_lr were made with it). They differ only when a recovery
-# crosses a milestone.
-RECOVER_LR_POLICIES = ("schedule", "prune_epoch")
 # Which training images the loss subset is drawn from. "random": uniformly from the whole
 # training set (ours); "authors": uniformly from its first AUTHORS_SUBSET_POOL images, as the
 # authors' scripts do (random.sample(range(0, 149999), 5000) on ImageNet's ImageFolder: classes
@@ -44,7 +38,7 @@ class LAASPConfig(PruneSchedule):
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
-    recover_lr: str = "schedule"         # RECOVER_LR_POLICIES
+    recover_lr: str = "schedule"         # harness.prune.recovery.RECOVER_LR_POLICIES
     subset_policy: str = "random"        # SUBSET_POLICIES
     seed: int = 0                        # random criteria, subset draw (set from the run's seed)
 
@@ -65,10 +59,7 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--step-scale must be > 0 (got {self.step_scale})")
         if self.step_rule == "ratio" and self.step_scale >= 1:
             raise UserError(f"--step-scale for --step-rule ratio is a fraction of the layer's filters in (0, 1) (got {self.step_scale})")
-        if self.recover_epoch < 0:
-            raise UserError(f"--recover-epoch must be >= 0 (got {self.recover_epoch})")
-        if not 0 < self.recover_flop <= 1:
-            raise UserError(f"--recover-flop must be in (0, 1] (got {self.recover_flop})")
+        validate_recovery(self.recover_epoch, self.recover_flop, self.recover_lr)
         if self.subset_size is not None and self.subset_size < 1:
             raise UserError(f"--subset-size must be >= 1 (got {self.subset_size})")
         if self.selection not in SELECTION_MODES:
@@ -81,8 +72,6 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--approx-confidence must be in (0.5, 1), e.g. 0.99 (got {self.approx_confidence})")
         if self.chunk_size < 1:
             raise UserError(f"--chunk-size must be >= 1 (got {self.chunk_size})")
-        if self.recover_lr not in RECOVER_LR_POLICIES:
-            raise UserError(f"--recover-lr must be one of {', '.join(RECOVER_LR_POLICIES)} (got {self.recover_lr!r})")
         if self.subset_policy not in SUBSET_POLICIES:
             raise UserError(f"--subset-policy must be one of {', '.join(SUBSET_POLICIES)} (got {self.subset_policy!r})")
         if self.candidate_batch is not None and self.candidate_batch < 1:

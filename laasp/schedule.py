@@ -1,10 +1,9 @@
 """LAASP as a registered pruner of the harness: selection steps with recovery training.
 
-Recovery (LAASP.md): whenever the FLOPs reduction has grown by ``recover_flop`` since the
-last recovery, train ``recover_epoch`` epochs with a fresh SGD optimizer, the k-th at the
-schedule's learning rate of epoch ``prune_epoch + k`` as the authors' scripts do (or, with
-``recover_lr: prune_epoch``, all at the rate of ``prune_epoch``: see `laasp.config`). These
-epochs come on top of the schedule and are counted in the record.
+Recovery (LAASP.md, `harness.prune.recovery`, shared with the iterative schedule of the one-shot
+baselines): whenever the FLOPs reduction has grown by ``recover_flop`` since the last recovery,
+train ``recover_epoch`` epochs with a fresh SGD optimizer. These epochs come on top of the
+schedule and are counted in the record.
 
 After every step and every recovery epoch the run's state is saved (``ctx.checkpoint``) with
 the loop's own progress in ``ctx.pruner_state``, so an interrupted run resumes mid-pruning.
@@ -15,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.prune.pruner import PRUNERS, MethodCard, Pruner
+from harness.prune.recovery import Recovery
 from laasp.config import AUTHORS_SUBSET_POOL, LAASPConfig
 from laasp.pruner import LAASP, prune_to_target
 
@@ -43,36 +43,25 @@ class LAASPPruner(Pruner):
         pool = max(1, min(AUTHORS_SUBSET_POOL, data.train_size - 1)) if cfg.subset_policy == "authors" else None
         subset_size = min(subset_size, pool or subset_size)
         subset_x, subset_y = data.loss_subset(subset_size, seed=ctx.config.seed, pool=pool)
-        loop = ctx.pruner_state or {"laasp": None, "last_recovery": 0.0, "recoveries": 0, "recover_left": 0}
+        loop = ctx.pruner_state or {"laasp": None, **Recovery.initial_state()}
         pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels, state=loop["laasp"])
+        recovery = Recovery(ctx, cfg, loop)
 
         def save(entry: dict[str, Any] | None) -> None:
             loop["laasp"] = pruner.state_dict()
             ctx.pruner_state = loop
             ctx.checkpoint(entry)
 
-        def recover() -> None:
-            while loop["recover_left"] > 0:
-                k = cfg.recover_epoch - loop["recover_left"]  # this epoch's place in its recovery
-                loop["recover_left"] -= 1
-                ctx.pruner_state = loop
-                at = cfg.prune_epoch + k if cfg.recover_lr == "schedule" else cfg.prune_epoch
-                # each recovery starts a new SGD optimizer
-                ctx.train([at], "recover", fixed_lr=ctx.config.optim.lr_at(at), fresh_optimizer=k == 0)
-
         def after_step(step) -> None:
             ctx.add_time("selection_s", step.selection_s)
             if step.check_s:
                 ctx.add_time("approx_check_s", step.check_s)
             pruner.trace[-1]["epochs_trained"] = ctx.state.epochs_trained  # where the step sits in the curves
-            if cfg.recover_epoch > 0 and step.flops_reduction - loop["last_recovery"] >= cfg.recover_flop - 1e-12:
-                loop["last_recovery"] = step.flops_reduction
-                loop["recoveries"] += 1
-                loop["recover_left"] = cfg.recover_epoch
+            recovery.after_step(step.flops_reduction)
             save({"phase": "prune", "step": step.step, **ctx.cost_fields()})
-            recover()
+            recovery.run()
 
-        recover()  # finish a recovery an interruption cut short
+        recovery.run()  # finish a recovery an interruption cut short
         reached = prune_to_target(pruner, after_step)  # logs a warning when the caps make it unreachable
         agreement = [s["approx_agrees"] for s in pruner.trace if s["approx_agrees"] is not None]
         return {
@@ -81,7 +70,7 @@ class LAASPPruner(Pruner):
             "trace": pruner.trace,
             "removed_per_criterion": pruner.removed_per_criterion(),
             "layer_rates": pruner.layer_rates(),
-            "recoveries": loop["recoveries"],
+            "recoveries": recovery.count,
             "subset_size": subset_size,
             "selection": cfg.selection,
             "approx_agreement": sum(agreement) / len(agreement) if agreement else None,

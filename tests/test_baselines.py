@@ -278,7 +278,10 @@ def test_prune_epoch_zero_prunes_the_start_network(tmp_path) -> None:
     assert record["pre_prune"] is None and record["epochs_trained"] == 1
     assert [h["phase"] for h in record["history"]] == ["finetune"]
     assert 0.4 <= record["flops"]["reduction"] < 0.41 and record["target_reached"]
-    assert record["config"]["pruner_config"] == {"target_flops": 0.4, "prune_epoch": 0, "max_prune_rate": 0.75}
+    assert record["config"]["pruner_config"] == {
+        "target_flops": 0.4, "prune_epoch": 0, "max_prune_rate": 0.75, "schedule": "oneshot",
+        # the iterative schedule's settings, from the recipe (unused by the one-shot schedule)
+        "step_rule": "flops", "step_scale": 1.0, "recover_flop": 0.02, "recover_epoch": 6, "recover_lr": "schedule"}
     assert (tmp_path / "run" / "record.json").is_file()
 
 

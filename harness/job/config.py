@@ -84,6 +84,8 @@ class JobConfig:
             d.pop(key, None)
         if d.get("budget_epoch") is None:  # added later: states saved before it still resume
             d.pop("budget_epoch", None)
+        if hasattr(self.pruner_config, "identity"):  # a config may leave out settings it does not read
+            d["pruner_config"] = to_jsonable(self.pruner_config.identity())
         return d
 
 

@@ -107,11 +107,16 @@ _PRUNING = (
     Option("plugin", "list", "pruning", "a .py file or module that registers pruners", default=()),
     Option("target_flops", "float", "pruning", "FLOPs reduction to reach, e.g. 0.55"),
     Option("prune_epoch", "int", "pruning", "epochs of training before pruning starts"),
-    Option("recover_epoch", "int", "pruning", "LAASP: epochs of each recovery"),
-    Option("recover_flop", "float", "pruning", "LAASP: FLOPs reduction between recoveries"),
-    Option("step_rule", "str", "pruning", "LAASP: step size rule", choices=("flops", "ratio")),
+    Option("schedule", "str", "pruning", "one-shot baselines (l1_uniform, gm_uniform, random, l1_global, pfec, "
+           "hrank, slimming): prune at once (oneshot, default) or in LAASP's FLOPs steps with its recovery "
+           "(iterative: --step-scale, --recover-flop, --recover-epoch, --recover-lr; README, Baselines)",
+           choices=("oneshot", "iterative")),
+    Option("recover_epoch", "int", "pruning", "LAASP, --schedule iterative: epochs of each recovery"),
+    Option("recover_flop", "float", "pruning", "LAASP, --schedule iterative: FLOPs reduction between recoveries"),
+    Option("step_rule", "str", "pruning", "LAASP: step size rule (--schedule iterative: flops only)",
+           choices=("flops", "ratio")),
     Option("step_scale", "float", "pruning",
-           "LAASP: %% of baseline FLOPs (flops rule) or filter fraction (ratio rule)"),
+           "LAASP, --schedule iterative: %% of baseline FLOPs (flops rule) or filter fraction (ratio rule)"),
     Option("max_prune_rate", "float", "pruning", "per-layer cap on the pruned fraction"),
     Option("subset_size", "int", "pruning", "LAASP: training images in the loss subset"),
     Option("criteria", "str_tuple", "pruning", "LAASP: criteria pool, e.g. l1,l2,eucl,cos"),
@@ -126,8 +131,9 @@ _PRUNING = (
            "and record how often the picks agree; the --selection one is applied"),
     Option("chunk_size", "int", "pruning", "LAASP: subset images per pass when scoring candidates"),
     Option("candidate_batch", "int", "pruning", "LAASP: rows per forward when candidates are stacked"),
-    Option("recover_lr", "str", "pruning", "LAASP: recovery epoch k at the schedule's rate of prune_epoch + k "
-           "(schedule, the authors' scripts, default) or all at the rate of prune_epoch (the rule of older records)",
+    Option("recover_lr", "str", "pruning", "LAASP, --schedule iterative: recovery epoch k at the schedule's rate "
+           "of prune_epoch + k (schedule, the authors' scripts, default) or all at the rate of prune_epoch (the rule "
+           "of older records)",
            choices=("schedule", "prune_epoch")),
     Option("subset_policy", "str", "pruning", "LAASP: loss subset drawn from the whole training set (random, "
            "default) or from its first 149,999 images as the authors' scripts do (authors)",
@@ -155,7 +161,7 @@ _PRUNING = (
 OPTIONS: dict[str, Option] = {o.name: o for o in (*_DATA, *_TRAINING, *_OUTPUT, *_PRUNING)}
 GROUPS = {"data": _DATA, "training": _TRAINING, "output": _OUTPUT, "pruning": _PRUNING}
 # Options a pruner's Config reads (by field name); the others describe the run itself.
-PRUNING_OPTIONS = ("target_flops", "prune_epoch", "recover_epoch", "recover_flop", "step_rule", "step_scale",
+PRUNING_OPTIONS = ("target_flops", "prune_epoch", "schedule", "recover_epoch", "recover_flop", "step_rule", "step_scale",
                    "max_prune_rate", "subset_size", "criteria", "selection", "approx_start_fraction",
                    "approx_eta", "approx_confidence", "approx_check", "chunk_size", "candidate_batch", "recover_lr",
                    "subset_policy", "rates", "preset", "skip_layers", "norm_share", "reg", "rank_images", "frequency",
@@ -245,6 +251,22 @@ def _check_milestones(milestones: tuple[int, ...], epochs: int) -> None:
                         "twice at once); list each epoch once, or change --gamma")
 
 
+def _check_schedule(pruner: str, schedule: str | None) -> None:
+    """``--schedule iterative`` is for the pruners whose Config has a schedule (the one-shot baselines)."""
+    import dataclasses
+
+    from harness.prune.pruner import PRUNERS
+
+    def has_schedule(name: str) -> bool:
+        return "schedule" in {f.name for f in dataclasses.fields(PRUNERS.get(name).Config)}
+
+    if schedule in (None, "oneshot") or has_schedule(pruner):
+        return
+    takers = [name for name in PRUNERS.names() if not name.startswith("tp:") and has_schedule(name)]
+    raise UserError(f"--schedule {schedule}: {pruner} has its own schedule; the iterative schedule is for the "
+                    f"one-shot baselines ({', '.join(takers)}); drop --schedule or pick one of them")
+
+
 def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str], None] | None = None):
     """The chosen pruner's typed Config: its fields from the options, unset ones from the recipe.
 
@@ -260,6 +282,7 @@ def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str],
         load_plugin(plugin)
     pruner = options["pruner"]
     PRUNERS.get(pruner)  # unknown pruner: the message lists the registered ones
+    _check_schedule(pruner, options.get("schedule"))
     recipe = recipe_for(MODELS.meta(options["model"])["family"])
     values = {k: options.get(k) for k in PRUNING_OPTIONS}
     if values["step_rule"] not in (None, recipe.step_rule) and values["step_scale"] is None:

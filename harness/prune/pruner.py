@@ -227,6 +227,10 @@ def build_pruner_config(name: str, options: dict[str, Any], recipe: Any) -> Any:
 
 
 def unused_options(name: str, options: dict[str, Any]) -> list[str]:
-    """Flags the user set that the chosen pruner does not read (reported, not silently dropped)."""
-    fields = {f.name for f in dataclasses.fields(PRUNERS.get(name).Config)}
-    return sorted(k for k, v in options.items() if v is not None and k not in fields)
+    """Flags the user set that the chosen pruner does not read (reported, not silently dropped):
+    those its Config lacks, and those it holds but will not read with these values (a Config's
+    ``idle_options(options)``, e.g. a one-shot baseline's iterative settings)."""
+    config = PRUNERS.get(name).Config
+    fields = {f.name for f in dataclasses.fields(config)}
+    idle = set(config.idle_options(options)) if hasattr(config, "idle_options") else set()
+    return sorted(k for k, v in options.items() if v is not None and (k not in fields or k in idle))

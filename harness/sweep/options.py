@@ -32,19 +32,32 @@ def pruner_fields(pruner: str) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(PRUNERS.get(pruner).Config))
 
 
-def uses(pruner: str | None, key: str) -> bool:
-    """Whether a trial of ``pruner`` (None: unpruned) reads option ``key``."""
+def idle_fields(pruner: str, options: dict[str, Any] | None) -> frozenset[str]:
+    """Fields of the pruner's Config that it does not read with these ``options`` (its Config's
+    ``idle_options``: a one-shot baseline's iterative settings unless ``schedule: iterative``)."""
+    from harness.prune.plugins import load_builtin_pruners
+    from harness.prune.pruner import PRUNERS
+
+    load_builtin_pruners()
+    config = PRUNERS.get(pruner).Config
+    return frozenset(config.idle_options(options or {})) if hasattr(config, "idle_options") else frozenset()
+
+
+def uses(pruner: str | None, key: str, options: dict[str, Any] | None = None) -> bool:
+    """Whether a trial of ``pruner`` (None: unpruned) with ``options`` reads option ``key``."""
     if key in ("pruner", "seed"):
         return True
     if pruner is None:
         return key not in pruning_options() and key not in PRUNED_ONLY
-    return (key not in pruning_options() or key in pruner_fields(pruner)) and key not in UNPRUNED_ONLY
+    if key in UNPRUNED_ONLY:
+        return False
+    return key not in pruning_options() or (key in pruner_fields(pruner) and key not in idle_fields(pruner, options))
 
 
 def for_pruner(options: dict[str, Any]) -> dict[str, Any]:
     """Drop the options the trial's pruner does not read (conditional parameters per pruner)."""
     pruner = options.get("pruner")
-    out = {k: v for k, v in options.items() if uses(pruner, k)}
+    out = {k: v for k, v in options.items() if uses(pruner, k, options)}
     if pruner == "laasp" and out.get("epoch_budget") == MATCH_LAASP:
         del out["epoch_budget"]  # LAASP's own count is the budget the others match
     return out

@@ -40,7 +40,8 @@ def plan_grid(space: Space) -> list[Trial]:
 def trial_name(index: int, opts: dict[str, Any]) -> str:
     pruner = opts.get("pruner")
     target = f"-t{opts['target_flops']:g}" if pruner is not None and opts.get("target_flops") is not None else ""
-    name = f"{index:03d}-{opts.get('model', 'model')}-{pruner or 'unpruned'}{target}-s{opts['seed']}"
+    schedule = f"-{opts['schedule']}" if opts.get("schedule") not in (None, "oneshot") else ""  # a variant's own row
+    name = f"{index:03d}-{opts.get('model', 'model')}-{pruner or 'unpruned'}{schedule}{target}-s{opts['seed']}"
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
 
 

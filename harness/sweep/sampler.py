@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from harness.sweep.options import PRUNED_ONLY, UNPRUNED_ONLY, pruner_fields, pruning_options
+from harness.sweep.options import PRUNED_ONLY, UNPRUNED_ONLY, idle_fields, pruner_fields, pruning_options
 from harness.sweep.search import Param
 from harness.sweep.space import Space
 
@@ -42,20 +42,25 @@ class SpaceSampler:
         opts["seed"] = self.seed
         return self._for_pruner(opts)
 
-    def _uses(self, pruner: str | None, key: str) -> bool:
+    def _uses(self, pruner: str | None, key: str, opts: dict[str, Any]) -> bool:
+        """Whether a trial of ``pruner`` with the options drawn so far reads ``key`` (a one-shot
+        baseline reads the iterative settings only once ``schedule: iterative`` is drawn or fixed)."""
         pruning = pruning_options()
         if key in ("pruner", "seed"):
             return True
         if pruner is None:
             return key not in pruning and key not in PRUNED_ONLY
-        return (key not in pruning or key in self.fields.get(pruner, frozenset())) and key not in UNPRUNED_ONLY
+        if key in UNPRUNED_ONLY:
+            return False
+        return key not in pruning or (key in self.fields.get(pruner, frozenset())
+                                      and key not in idle_fields(pruner, opts))
 
     def _for_pruner(self, opts: dict[str, Any]) -> dict[str, Any]:
         pruner = opts.get("pruner")
-        return {k: v for k, v in opts.items() if self._uses(pruner, k)}
+        return {k: v for k, v in opts.items() if self._uses(pruner, k, opts)}
 
     def _apply(self, p: Param, trial, opts: dict[str, Any]) -> None:
-        if not self._uses(opts.get("pruner"), p.key):
+        if not self._uses(opts.get("pruner"), p.key, opts):
             return
         if p.kind == "choice":
             if len(p.labels) == 1:

@@ -137,7 +137,7 @@ def _parse(doc: Any, path: Path, base: Path, overrides: dict[str, Any]) -> Space
         if value is not None:
             fixed[key] = value
     seeds = _seeds(doc.get("seeds", [0]), _line(doc, "seeds"), "seeds")
-    pruners = _pruner_sections(doc.get("pruners"), _line(doc, "pruners"), base)
+    pruners = _pruner_sections(doc.get("pruners"), _line(doc, "pruners"), base, fixed)
     if "grid" in doc and "search" in doc:
         raise _Located(_line(doc, "search"), "a space is a grid or a search, not both: remove 'grid' or 'search' "
                                              "(a search repeats its winners on more seeds with search.repeat)")
@@ -173,7 +173,7 @@ def _plugins(value: Any, line: int, base: Path) -> list[str]:
     return out
 
 
-def _pruner_sections(value: Any, line: int, base: Path) -> dict[str, dict[str, Any]]:
+def _pruner_sections(value: Any, line: int, base: Path, fixed: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -188,9 +188,11 @@ def _pruner_sections(value: Any, line: int, base: Path) -> dict[str, dict[str, A
         for key in parsed:
             if key == "pruner":
                 raise _Located(_line(opts, key), f"pruners.{name}: 'pruner' cannot be set inside a pruner's section")
-            if not uses(pruner, key):
-                raise _Located(_line(opts, key), f"pruners.{name}.{key}: {name} does not use {key}; "
-                                                 f"it reads {', '.join(sorted(pruner_fields(pruner)))}")
+            if not uses(pruner, key, {**fixed, **parsed}):
+                held = key in pruner_fields(pruner)  # read only with other settings (schedule: iterative)
+                raise _Located(_line(opts, key), f"pruners.{name}.{key}: {name} does not use {key}" + (
+                    " unless schedule: iterative; set schedule: iterative in this section or under fixed" if held
+                    else f"; it reads {', '.join(sorted(pruner_fields(pruner)))}"))
         out[pruner] = parsed
     return out
 
