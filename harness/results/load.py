@@ -140,6 +140,10 @@ def config_key(record: dict[str, Any]) -> str:
     cfg = dict(record.get("config") or {})
     for key in ("seed", "out", "progress", "device"):
         cfg.pop(key, None)
+    if cfg.get("scratch") is not None:  # architecture, epochs and milestones follow each seed's source
+        cfg.pop("scratch")
+        cfg.pop("epochs", None)
+        cfg["optim"] = {k: v for k, v in (cfg.get("optim") or {}).items() if k != "milestones"}
     return json.dumps(cfg, sort_keys=True, default=str)
 
 

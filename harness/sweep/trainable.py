@@ -147,7 +147,8 @@ def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
     try:
         if trial.budget_from:
             options.update(_matched_budget(ctx, trial.budget_from, options))
-        cfg = job_config(options, str(out), ctx.plugins)
+        source = _scratch_source(ctx, trial.arch_from_trial) if trial.arch_from_trial else None
+        cfg = job_config(options, str(out), ctx.plugins, arch_source=source)
         if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
             record = read_json(out / "record.json")
         else:
@@ -256,6 +257,8 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
         fields["config"] = {**record["config"], "out": portable_path(out, ctx.root)}
     if trial.budget_from:
         fields["epoch_budget_from"] = trial.budget_from
+    if trial.arch_from_trial:
+        fields["arch_from_trial"] = trial.arch_from_trial
     resumes = list(record.get("resumed") or [])
     if resumed is not None:
         resumes.append(resumed)
@@ -286,6 +289,17 @@ def _matched_budget(ctx: SweepContext, sources: str, options: dict[str, Any]) ->
     if options.get("pruner") is None and options.get("budget_epoch") is None:
         out["budget_epoch"] = int(longest["config"]["pruner_config"]["prune_epoch"])
     return out
+
+
+def _scratch_source(ctx: SweepContext, source: str) -> Path:
+    """The record of a scratch trial's twin, which ran in an earlier stage."""
+    path = ctx.record_path(source)
+    if not path.exists():
+        raise UserError(f"architecture source {source} has no record yet (it runs in an earlier stage)")
+    rec = read_json(path)
+    if rec.get("status") != "ok":
+        raise UserError(f"architecture source {source} failed ({rec.get('error')}), so this trial has no architecture")
+    return path
 
 
 def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) -> dict[str, Any] | None:
