@@ -200,3 +200,20 @@ def test_plan_refuses_scratch_trials_without_one_twin(tmp_path, grid, message) -
         """) + grid)
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         plan_grid(load_space(path))
+
+
+def test_a_scratch_trial_whose_twin_failed_fails_in_its_own_row(tmp_path) -> None:
+    from harness.job.groups import group_of
+    from harness.sweep.space import Trial
+    from harness.sweep.trainable import SweepContext, execute_trial
+
+    ctx = SweepContext("s", str(tmp_path))
+    ctx.records.mkdir(parents=True)
+    twin = {"status": "failed", "error": "boom", "model": "resnet20", "pruner": "laasp",
+            "config": {"pruner_config": {"criteria": ["l1"]}}}
+    ctx.record_path("001-twin").write_text(json.dumps(twin))
+    options = {"model": "resnet20", "epochs": 2, "target_flops": 0.3, "arch_from": "laasp", "scratch": "B",
+               "seed": 0, "pruner": None}
+    record = execute_trial(ctx, Trial("002-scratch", options, "scratch", arch_from_trial="001-twin"))
+    assert record["status"] == "failed" and "architecture source 001-twin failed (boom)" in record["error"]
+    assert group_of(record) == "scratch-B[laasp[l1]]" and record["target_flops"] == 0.3

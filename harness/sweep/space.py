@@ -82,8 +82,11 @@ class Trial:
 
     def to_json(self) -> dict[str, Any]:
         """JSON with file options relative to the repository (sweep.json is portable)."""
-        return {"name": self.name, "options": _jsonable_options(portable_options(self.options)), "stage": self.stage,
-                "budget_from": self.budget_from, "search": self.search, "arch_from_trial": self.arch_from_trial}
+        d = {"name": self.name, "options": _jsonable_options(portable_options(self.options)), "stage": self.stage,
+             "budget_from": self.budget_from, "search": self.search}
+        if self.arch_from_trial:  # only when set: plans kept before it existed still read as unchanged
+            d["arch_from_trial"] = self.arch_from_trial
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Trial":

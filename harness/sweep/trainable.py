@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
+from harness.job.groups import group_of
 from harness.job.records import portable_path, read_json, resolve_path, to_jsonable, write_json_atomic
 from harness.sweep.faults import fault
 from harness.sweep.lock import trial_lock
@@ -259,6 +260,10 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
         fields["epoch_budget_from"] = trial.budget_from
     if trial.arch_from_trial:
         fields["arch_from_trial"] = trial.arch_from_trial
+        if not isinstance(record.get("scratch"), dict):  # failed before its run: still its own table row
+            twin = ctx.record_path(trial.arch_from_trial)
+            fields["scratch"] = {"budget": trial.options.get("scratch"), "source_pruner": trial.options["arch_from"],
+                                 "source_group": group_of(read_json(twin)) if twin.exists() else None}
     resumes = list(record.get("resumed") or [])
     if resumed is not None:
         resumes.append(resumed)
