@@ -113,7 +113,8 @@ def test_scratch_b_epochs_and_resume(source, tmp_path) -> None:
 def _hand_made(path, **kw):
     record = {"model": "resnet20", "dataset": "digits", "pruner": "l1_uniform", "seed": 0, "final": {"top1": 50.0},
               "flops": {"before": 1000, "after": 400}, "epochs_trained": 5, "target_flops": 0.6,
-              "layer_rates": {"layer1.0.conv1": 0.5}, "config": {"data": {"dataset": "digits", "train_subset": 100}}, **kw}
+              "layer_rates": {"layer1.0.conv1": 0.5},
+              "config": {"data": {"dataset": "digits", "train_subset": 100}}, **kw}
     path.write_text(json.dumps(record))
     return path
 
@@ -179,7 +180,8 @@ def test_sweep_scratch_trials_train_their_laasp_twins_architecture(tmp_path, cap
     assert b["epochs_trained"] == round(twin["epochs_trained"] * ratio) == b["scratch"]["epochs"]
     capsys.readouterr()
     assert main(["table", str(tmp_path / "s")]) == 0
-    rows = [line.split("|")[3].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| resnet20")]
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[3].strip() for line in lines if line.startswith("| resnet20")]
     assert rows == ["unpruned", "laasp", "scratch-B[laasp]", "scratch-E[laasp]"]
 
 

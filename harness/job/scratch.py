@@ -87,13 +87,13 @@ class ScratchSpec:
         if self.arch_kind == "channels":  # every conv's weight: the prunable ones must all be there
             missing = sorted(set(original) - set(values))
             if missing:
-                raise UserError(f"--arch-from {resolve_path(self.source)}: no weights for layers {', '.join(missing[:5])}; the "
-                                "source was made with another version of the model")
+                raise UserError(f"--arch-from {resolve_path(self.source)}: no weights for layers "
+                                f"{', '.join(missing[:5])}; the source was made with another version of the model")
             return {name: int(values[name]) for name in original}
         unknown = sorted(set(values) - set(original))
         if unknown:
-            raise UserError(f"--arch-from {resolve_path(self.source)}: layers {', '.join(unknown[:5])} are not prunable layers of "
-                            "this model; the source was made with another version of the model")
+            raise UserError(f"--arch-from {resolve_path(self.source)}: layers {', '.join(unknown[:5])} are not "
+                            "prunable layers of this model; the source was made with another version of the model")
         return {name: n - round(float(values.get(name, 0.0)) * n) for name, n in original.items()}
 
 
@@ -242,9 +242,10 @@ def build_scratch_model(model: nn.Module, spec: ScratchSpec, model_name: str, im
     from harness.prune.flops import count_cost
     from harness.prune.prunable import PrunableNetwork
 
+    shown = resolve_path(spec.source)
     unpruned = count_cost(model, image_size, in_channels).flops
     if unpruned != spec.flops_unpruned:
-        raise UserError(f"--arch-from {resolve_path(spec.source)}: the unpruned {model_name} has {unpruned} FLOPs on this data but "
+        raise UserError(f"--arch-from {shown}: the unpruned {model_name} has {unpruned} FLOPs on this data but "
                         f"{spec.flops_unpruned} in the source run (another input size or channel count); use the "
                         "source's dataset")
     net = PrunableNetwork(model, image_size, in_channels)
@@ -255,11 +256,11 @@ def build_scratch_model(model: nn.Module, spec: ScratchSpec, model_name: str, im
     got = {layer.name: layer.filters for layer in net.layers}
     wrong = [f"{n}: {got[n]} instead of {t}" for n, t in targets.items() if got[n] != t]
     if wrong:
-        raise UserError(f"--arch-from {resolve_path(spec.source)}: cannot build its architecture (coupled layers disagree or a "
-                        f"count is out of range): {'; '.join(wrong[:4])}")
+        raise UserError(f"--arch-from {shown}: cannot build its architecture (coupled layers disagree or a count is "
+                        f"out of range): {'; '.join(wrong[:4])}")
     flops = count_cost(model, image_size, in_channels).flops
     if flops != spec.flops_pruned:
-        raise UserError(f"--arch-from {resolve_path(spec.source)}: the architecture built from its {spec.arch_kind} has {flops} "
+        raise UserError(f"--arch-from {shown}: the architecture built from its {spec.arch_kind} has {flops} "
                         f"FLOPs, the source run {spec.flops_pruned}; its record does not describe its network: pass "
                         "its checkpoint.pt instead")
     return reinit_weights(model_name, model)

@@ -11,9 +11,10 @@ Folder ``<results-dir>/<name>/``::
     optuna.db         Optuna storage of a search (sqlite), the searcher's whole history
 
 Stages run in order: a grid has ``main`` (then ``matched``: the trials whose epoch budget
-copies a LAASP trial's; then ``scratch``: the trials that train another trial's architecture); a search has ``search`` (Optuna) and ``repeat`` (the winners on
-more seeds: Optuna cannot take a grid, so this is a second, planned pass). A stage stops the
-sweep when it ends with trials unfinished (Ctrl-C): ``--resume`` continues it. What is left
+copies a LAASP trial's; then ``scratch``: the trials that train another trial's architecture);
+a search has ``search`` (Optuna) and ``repeat`` (the winners on more seeds: Optuna cannot
+take a grid, so this is a second, planned pass). A stage stops the sweep when it ends with
+trials unfinished (Ctrl-C): ``--resume`` continues it. What is left
 to do is always worked out from the plan, the records and ``optuna.db``, never from Ray's
 experiment snapshot, so a driver killed at any moment resumes.
 

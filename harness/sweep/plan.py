@@ -95,8 +95,9 @@ def _match_scratch(trials: list[Trial]) -> None:
         twins = [x for x in trials if x.options.get("pruner") == source and _match_key(x.options) == key]
         if len(twins) != 1:
             why = f"no {source} trial" if not twins else f"{len(twins)} ({', '.join(x.name for x in twins)})"
-            raise UserError(f"arch_from: {source}: trial {t.name} needs exactly one {source} trial with the same "
-                            f"model, data, training options, target_flops, prune_epoch and seed, but the plan has {why}")
+            raise UserError(f"arch_from: {source}: trial {t.name} needs exactly one {source} trial with the "
+                            "same model, data, training options, target_flops, prune_epoch and seed, but the plan "
+                            f"has {why}")
         t.arch_from_trial, t.stage = twins[0].name, "scratch"
 
 
