@@ -2,6 +2,7 @@
 
 - `commands`: the command registry and the run flags built from `harness.job.options`
 - `jobs`: train, eval, info, run
+- `scratch`: scratch (Scratch-E / Scratch-B controls)
 - `sweep`: sweep (and --resume)
 - `results`: table, report, plots
 - `main`: the parser and the ``error:`` line / exit-code contract

@@ -18,7 +18,9 @@ def state_path(cfg) -> Path | None:
 def result_line(record: dict, out: str | None = None) -> str:
     f, fl, pa = record["final"], record["flops"], record["params"]
     where = f" -> {Path(out) / 'record.json'}" if out else ""
-    return (f"result: {record['model']} {record['dataset']} pruner={record['pruner']} seed={record['seed']} "
+    scratch = record.get("scratch")
+    group = f"scratch-{scratch['budget']}[{scratch['source_group']}]" if scratch else f"pruner={record['pruner']}"
+    return (f"result: {record['model']} {record['dataset']} {group} seed={record['seed']} "
             f"top1={f['top1']:.2f}% top5={f['top5']:.2f}% loss={f['loss']:.4f} "
             f"flops={fl['after'] / 1e6:.2f}M ({100 * fl['reduction']:.1f}% less) params={pa['after'] / 1e6:.3f}M "
             f"epochs={record['epochs_trained']} time={record['wall_time_s']:.1f}s{where}")

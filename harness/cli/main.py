@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from harness.cli import jobs, results, sweep  # noqa: F401  (each registers its commands)
+from harness.cli import jobs, results, scratch, sweep  # noqa: F401  (each registers its commands)
 from harness.cli.commands import COMMANDS
 from harness.errors import UserError
 from harness.train.engine import TrainingDiverged

@@ -32,6 +32,7 @@ class JobConfig:
     init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
     epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
     budget_epoch: int | None = None  # unpruned runs with a budget: the schedule epoch of the extra epochs
+    scratch: Any = None  # harness.job.scratch.ScratchSpec: another run's architecture, trained from scratch
 
     def validate(self) -> None:
         MODELS.get(self.model)  # unknown model: UserError listing the registered ones
@@ -67,6 +68,13 @@ class JobConfig:
             self.pruner_config.validate(self)
             if self.init_checkpoint and self.pruner_config.prune_epoch != 0:
                 raise UserError("--from-checkpoint prunes the loaded network at once; use --prune-epoch 0 (or omit it)")
+        if self.scratch is not None:
+            if self.pruner is not None or self.epoch_budget is not None:
+                raise UserError("a scratch run trains the source's architecture unpruned for the epochs its budget "
+                                "sets; drop --pruner / --epoch-budget")
+            if self.scratch.epochs != self.epochs:
+                raise UserError(f"a scratch-{self.scratch.budget} run trains {self.scratch.epochs} epochs, not "
+                                f"--epochs {self.epochs}")
         if self.epoch_budget is not None and self.epoch_budget < self.epochs:
             raise UserError(f"--epoch-budget {self.epoch_budget} is below --epochs {self.epochs}; "
                             "the budget counts every epoch trained, so it must be >= --epochs")
@@ -86,6 +94,10 @@ class JobConfig:
             d.pop("budget_epoch", None)
         if hasattr(self.pruner_config, "identity"):  # a config may leave out settings it does not read
             d["pruner_config"] = to_jsonable(self.pruner_config.identity())
+        if d.get("scratch") is None:  # likewise
+            d.pop("scratch", None)
+        else:  # where the source lies may change (a moved sweep folder); its architecture may not
+            d["scratch"].pop("source", None)
         return d
 
 

@@ -188,8 +188,9 @@ def default_prune_epoch(recipe: Any, epochs: int | None) -> int:
     return recipe.prune_epoch if epochs is None else round(recipe.prune_epoch * epochs / recipe.epochs)
 
 
-def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = None):
-    """Options (CLI flags or a trial's YAML options, unset ones None) -> a validated `JobConfig`."""
+def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = None, scratch: Any = None):
+    """Options (CLI flags or a trial's YAML options, unset ones None) -> a validated `JobConfig`;
+    ``scratch``: a `harness.job.scratch.ScratchSpec` (`scratch_job_config` builds both)."""
     from harness.data import DataConfig
     from harness.job.config import JobConfig, epochs_of_record, prune_epoch_of_record
     from harness.models import MODELS
@@ -224,7 +225,8 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
                     compile=opts["compile"],
                     out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
-                    init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch)
+                    init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch,
+                    scratch=scratch)
     cfg.validate()
     return cfg
 

@@ -191,6 +191,10 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     baseline = count_cost(model, data.image_size, data.in_channels)  # always the unpruned architecture
     if cfg.pruner_config is not None:  # a target the per-layer caps make unreachable: refused before training
         check_reachable(cfg.pruner_config, model, data.image_size, data.in_channels, cfg.model)
+    if cfg.scratch is not None:  # the source's architecture with fresh weights, before any resumed state
+        from harness.job.scratch import build_scratch_model
+
+        model = build_scratch_model(model, cfg.scratch, cfg.model, data.image_size, data.in_channels)
     if init is not None:
         _check_same_network(init, cfg, data)
         model = model_from_payload(init)
@@ -278,7 +282,9 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     extra = {"pre_prune": ctx.pre_prune, **ctx.pruner_fields} if cfg.pruner is not None else {}
     if cfg.init_checkpoint:
         extra["init"] = _init_summary(cfg.init_checkpoint)
-    if cfg.pruner is not None:
+    if cfg.scratch is not None:  # the table's target column and group read these
+        extra.update(scratch=cfg.scratch.block(), target_flops=cfg.scratch.target_flops)
+    if cfg.pruner is not None or cfg.scratch is not None:
         from harness.job.latency import job_speedup
 
         extra["latency"] = job_speedup(ctx)  # the pruned network against the unpruned one, this device

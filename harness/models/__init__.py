@@ -5,6 +5,6 @@
   builder in one of them (or a new module imported below)
 """
 from harness.models import cifar_resnet, imagenet, vgg  # noqa: F401  (registration happens on import)
-from harness.models.registry import MODELS, build_model, check_input_size, classifier_modules
+from harness.models.registry import MODELS, build_model, check_input_size, classifier_modules, reinit_weights
 
-__all__ = ["MODELS", "build_model", "check_input_size", "classifier_modules"]
+__all__ = ["MODELS", "build_model", "check_input_size", "classifier_modules", "reinit_weights"]

@@ -57,7 +57,7 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-_CIFAR_RESNET = dict(family="cifar_resnet", input_size=32, min_input_size=3)
+_CIFAR_RESNET = dict(family="cifar_resnet", input_size=32, min_input_size=3, init=_init_weights)
 
 
 @MODELS.register("resnet20", **_CIFAR_RESNET)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from harness.models.registry import MODELS
+from harness.models.registry import MODELS, _init_weights
 
 
 def _torchvision(arch: str, num_classes: int, in_channels: int) -> nn.Module:
@@ -27,24 +27,35 @@ def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
     setattr(model.get_submodule(parent_name), attr, new)
 
 
+def _mobilenet_init(model: nn.Module) -> None:
+    """torchvision's MobileNetV2 init: its conv and BN loop is `_init_weights` (Kaiming fan-out with
+    the default leaky_relu slope 0 is the ReLU gain), plus Linear N(0, 0.01) and zero bias."""
+    _init_weights(model)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 _IMAGENET = dict(family="imagenet", input_size=224, min_input_size=17)
+_RESNET = dict(_IMAGENET, init=_init_weights)  # torchvision's ResNet init loop (zero_init_residual off)
 
 
-@MODELS.register("resnet18", **_IMAGENET)
+@MODELS.register("resnet18", **_RESNET)
 def resnet18(num_classes: int, in_channels: int) -> nn.Module:
     return _torchvision("resnet18", num_classes, in_channels)
 
 
-@MODELS.register("resnet34", **_IMAGENET)
+@MODELS.register("resnet34", **_RESNET)
 def resnet34(num_classes: int, in_channels: int) -> nn.Module:
     return _torchvision("resnet34", num_classes, in_channels)
 
 
-@MODELS.register("resnet50", **_IMAGENET)
+@MODELS.register("resnet50", **_RESNET)
 def resnet50(num_classes: int, in_channels: int) -> nn.Module:
     return _torchvision("resnet50", num_classes, in_channels)
 
 
-@MODELS.register("mobilenet_v2", **_IMAGENET)
+@MODELS.register("mobilenet_v2", **_IMAGENET, init=_mobilenet_init)
 def mobilenet_v2(num_classes: int, in_channels: int) -> nn.Module:
     return _torchvision("mobilenet_v2", num_classes, in_channels)

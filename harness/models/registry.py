@@ -5,6 +5,9 @@ Every model is a builder ``build(num_classes, in_channels) -> nn.Module`` regist
 
 - ``family``: "cifar_resnet", "cifar_vgg" or "imagenet";
 - ``input_size``: the canonical square input side (32 for CIFAR models, 224 for ImageNet);
+- ``init``: ``init(model)`` gives a built model the family's own initial weights (what its
+  constructor applies after PyTorch's default layer init); `reinit_weights` runs it on a
+  pruned architecture, whose fan-outs differ from the full network's;
 - ``min_input_size``: the smallest square side at which every stride-2 layer still receives
   at least 2x2 pixels. For VGG-16 that is a hard limit (a 2x2 max-pool of a 1x1 map is empty,
   so five pools need 32); padded stride-2 convs map 1x1 to 1x1, so below the limit ResNets and
@@ -34,6 +37,22 @@ def build_model(name: str, num_classes: int, in_channels: int) -> nn.Module:
     return MODELS.get(name)(num_classes, in_channels)
 
 
+def reinit_weights(name: str, model: nn.Module) -> nn.Module:
+    """Fresh weights for a model of registered ``name`` at the channel counts it has now (a pruned
+    architecture trained from scratch): PyTorch's default init of every layer, batch-norm
+    statistics reset, then the family's ``init``, as its constructor does. A slice of the full
+    network's init would not do: Kaiming init scales by each layer's fan, which pruning changed."""
+    init = MODELS.meta(name).get("init")
+    if init is None:
+        raise UserError(f"model {name} registers no init function, so it cannot be re-initialised at a pruned "
+                        "width; register it with init=... (see harness/models/registry.py)")
+    for m in model.modules():
+        if m is not model and callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()
+    init(model)
+    return model
+
+
 def check_input_size(name: str, size: int) -> None:
     """Fail before training when a dataset's images are too small for the chosen model."""
     need = MODELS.meta(name)["min_input_size"]
@@ -59,7 +78,8 @@ def classifier_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def _init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs (He et al. 2015), unit-gain BN; what the CIFAR papers train from."""
+    """Kaiming-normal convs (He et al. 2015), unit-gain BN; what the CIFAR papers train from (and
+    torchvision's ResNets: the same loop, zero_init_residual off)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -35,6 +35,21 @@ def _features(cfg: list[int | str], in_channels: int, conv_bias: bool) -> tuple[
     return nn.Sequential(*layers), channels
 
 
+def init_like_the_authors(model: nn.Module) -> None:
+    """Conv N(0, 2/(k*k*out)), BatchNorm2d weight 0.5 and bias 0, Linear N(0, 0.01) and bias 0;
+    BatchNorm1d keeps PyTorch's default (1, 0), as their init loop skips it."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, BN_SCALE_INIT)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 class AuthorsCifarVGG(nn.Module):
     """The LAASP authors' CIFAR VGG: four max-pools, a 2x2 average pool, two linear layers.
 
@@ -48,21 +63,7 @@ class AuthorsCifarVGG(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, num_classes))
-        self._init_like_the_authors()
-
-    def _init_like_the_authors(self) -> None:
-        """Conv N(0, 2/(k*k*out)), BatchNorm2d weight 0.5 and bias 0, Linear N(0, 0.01) and bias 0;
-        BatchNorm1d keeps PyTorch's default (1, 0), as their init loop skips it."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, BN_SCALE_INIT)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_like_the_authors(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -87,11 +88,11 @@ class CifarVGG(nn.Module):
 
 
 # Four 2x2 max-pools need 16 pixels for the last one to see 2x2 (32 gives the authors' 2x2 map).
-@MODELS.register("vgg16", family="cifar_vgg", input_size=32, min_input_size=16)
+@MODELS.register("vgg16", family="cifar_vgg", input_size=32, min_input_size=16, init=init_like_the_authors)
 def vgg16(num_classes: int, in_channels: int) -> nn.Module:
     return AuthorsCifarVGG(_VGG16_CONVS, num_classes, in_channels)
 
 
-@MODELS.register("vgg16_1fc", family="cifar_vgg", input_size=32, min_input_size=32)
+@MODELS.register("vgg16_1fc", family="cifar_vgg", input_size=32, min_input_size=32, init=_init_weights)
 def vgg16_1fc(num_classes: int, in_channels: int) -> nn.Module:
     return CifarVGG(_VGG16_CONVS + ["M"], num_classes, in_channels)

@@ -16,15 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
+from harness.job.groups import RENAMED, group_of, pruner_of  # noqa: F401  (read here by tables and plots)
 
 SOURCE_KEY = "_source"  # added to each loaded record: the file it came from
 # Loaded records keep the registered pruner's name here; their ``pruner`` becomes the group the
 # tables, plots and comparisons put them in (`group_of`): a variant of a pruner is its own group.
 REGISTERED_KEY = "_registered_pruner"
-# Pruners renamed since: a record written before the rename (it has no ``method`` block, which
-# every record has had since) is read under the new name. ``fpgm`` was the hard one-shot
-# geometric-median criterion until the published soft FPGM took the name.
-RENAMED = {"fpgm": "gm_uniform"}
 
 
 def find_record_files(folder: str | Path) -> list[Path]:
@@ -72,56 +69,6 @@ def status(record: dict[str, Any]) -> str:
 
 def is_ok(record: dict[str, Any]) -> bool:
     return status(record) == "ok" and isinstance(record.get("final"), dict)
-
-
-def pruner_of(record: dict[str, Any]) -> str | None:
-    """The registered name of the record's pruner today (`RENAMED` for records older than the rename)."""
-    name = record.get("pruner")
-    if name in RENAMED and "method" not in record:
-        return RENAMED[name]
-    return name
-
-
-def group_of(record: dict[str, Any]) -> str | None:
-    """The group a run belongs to in tables, plots and ``--against``: the pruner's name, with the
-    variant that makes it a different experiment (None: the unpruned baseline).
-
-    - ``l1_uniform@iterative``: a one-shot pruner run on LAASP's iterative schedule;
-    - ``laasp[l1]``: a pruner with a criterion pool other than its default (pool size is an axis);
-    - ``scratch-E[laasp]``, ``scratch-B[laasp]``: the final architecture of a ``laasp`` run
-      trained from random initialisation (Liu et al. 2019's Scratch-E and Scratch-B).
-    """
-    scratch = record.get("scratch")
-    if isinstance(scratch, dict):
-        return f"scratch-{scratch.get('budget', '?')}[{scratch.get('source_group') or scratch.get('source_pruner')}]"
-    name = pruner_of(record)
-    if name is None:
-        return None
-    pcfg = _get(record, "config", "pruner_config") or {}
-    pool = pcfg.get("criteria")
-    if isinstance(pool, (list, tuple)) and tuple(pool) != _default_pool(name):
-        name = f"{name}[{','.join(pool)}]"
-    if pcfg.get("schedule") not in (None, "oneshot"):
-        name = f"{name}@{pcfg['schedule']}"
-    return name
-
-
-@functools.lru_cache(maxsize=None)
-def _default_pool(pruner: str) -> tuple[str, ...] | None:
-    """The registered pruner's default ``criteria`` (None when it has none or is not registered);
-    once per pruner name, not once per record."""
-    import dataclasses
-
-    from harness.prune.plugins import load_builtin_pruners
-    from harness.prune.pruner import PRUNERS
-
-    load_builtin_pruners()
-    if pruner not in PRUNERS:
-        return None
-    for f in dataclasses.fields(PRUNERS.get(pruner).Config):
-        if f.name == "criteria" and f.default is not dataclasses.MISSING:
-            return tuple(f.default)
-    return None
 
 
 def is_unpruned(record: dict[str, Any]) -> bool:
@@ -194,6 +141,10 @@ def config_key(record: dict[str, Any]) -> str:
     cfg = dict(record.get("config") or {})
     for key in ("seed", "out", "progress", "device"):
         cfg.pop(key, None)
+    if cfg.get("scratch") is not None:  # architecture, epochs and milestones follow each seed's source
+        cfg.pop("scratch")
+        cfg.pop("epochs", None)
+        cfg["optim"] = {k: v for k, v in (cfg.get("optim") or {}).items() if k != "milestones"}
     return json.dumps(cfg, sort_keys=True, default=str)
 
 

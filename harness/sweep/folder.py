@@ -10,10 +10,11 @@ Folder ``<results-dir>/<name>/``::
     ray/<stage>/      Ray Tune's experiment folders (results, checkpoints, TensorBoard files)
     optuna.db         Optuna storage of a search (sqlite), the searcher's whole history
 
-Stages run in order: a grid has ``main`` (and ``matched``: the trials whose epoch budget
-copies a LAASP trial's); a search has ``search`` (Optuna) and ``repeat`` (the winners on
-more seeds: Optuna cannot take a grid, so this is a second, planned pass). A stage stops the
-sweep when it ends with trials unfinished (Ctrl-C): ``--resume`` continues it. What is left
+Stages run in order: a grid has ``main`` (then ``matched``: the trials whose epoch budget
+copies a LAASP trial's; then ``scratch``: the trials that train another trial's architecture);
+a search has ``search`` (Optuna) and ``repeat`` (the winners on more seeds: Optuna cannot
+take a grid, so this is a second, planned pass). A stage stops the sweep when it ends with
+trials unfinished (Ctrl-C): ``--resume`` continues it. What is left
 to do is always worked out from the plan, the records and ``optuna.db``, never from Ray's
 experiment snapshot, so a driver killed at any moment resumes.
 
@@ -171,7 +172,8 @@ class Sweep:
     # ------------------------------------------------------------------ stages
     def stages(self) -> list[str]:
         if self.space.kind == "grid":
-            return ["main"] + (["matched"] if any(t.stage == "matched" for t in self.grid) else [])
+            later = [stage for stage in ("matched", "scratch") if any(t.stage == stage for t in self.grid)]
+            return ["main", *later]
         return ["search"] + (["repeat"] if self.space.search.repeat_top > 0 else [])
 
     def stage_trials(self, stage: str) -> list[Trial] | None:

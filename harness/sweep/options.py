@@ -11,6 +11,11 @@ from harness.job.options import PRUNING_OPTIONS, Option, parse_float_list, parse
 from harness.sweep.yaml_lines import _did_you_mean, _kind, _line, _Located
 
 MATCH_LAASP = "laasp"  # epoch_budget: laasp
+# arch_from: <pruner> + scratch: E|B: a scratch trial trains the final architecture of its twin of
+# that pruner (harness.job.scratch). Not run options: the trial's source is found when it starts.
+SCRATCH_KEYS = ("arch_from", "scratch")
+# What a scratch trial keeps only to find its twin (same values); its own run never reads them.
+SCRATCH_MATCH_ONLY = ("target_flops", "prune_epoch", "from_checkpoint")
 EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed"}
 UNPRUNED_NAMES = (None, "none", "unpruned")
 PRUNED_ONLY = ("from_checkpoint",)  # run options (beside the pruning ones) only a pruned trial reads
@@ -47,6 +52,8 @@ def uses(pruner: str | None, key: str, options: dict[str, Any] | None = None) ->
     """Whether a trial of ``pruner`` (None: unpruned) with ``options`` reads option ``key``."""
     if key in ("pruner", "seed"):
         return True
+    if key in SCRATCH_KEYS:
+        return pruner is None
     if pruner is None:
         return key not in pruning_options() and key not in PRUNED_ONLY
     if key in UNPRUNED_ONLY:
@@ -57,10 +64,28 @@ def uses(pruner: str | None, key: str, options: dict[str, Any] | None = None) ->
 def for_pruner(options: dict[str, Any]) -> dict[str, Any]:
     """Drop the options the trial's pruner does not read (conditional parameters per pruner)."""
     pruner = options.get("pruner")
+    if options.get("arch_from") is not None or options.get("scratch") is not None:
+        return _for_scratch(options)
     out = {k: v for k, v in options.items() if uses(pruner, k, options)}
     if pruner == "laasp" and out.get("epoch_budget") == MATCH_LAASP:
         del out["epoch_budget"]  # LAASP's own count is the budget the others match
     return out
+
+
+def _for_scratch(options: dict[str, Any]) -> dict[str, Any]:
+    """A scratch trial's options: an unpruned run's, plus what finds its twin; no epoch budget
+    (its epochs come from the twin)."""
+    from harness.errors import UserError
+
+    if options.get("pruner") is not None:
+        raise UserError(f"a grid trial has arch_from {options.get('arch_from')} and pruner {options['pruner']}: "
+                        "arch_from makes a scratch trial, which prunes nothing; put arch_from and scratch in a grid "
+                        "block of their own, without a pruner")
+    if options.get("arch_from") is None or options.get("scratch") is None:
+        raise UserError("a scratch trial needs both arch_from: <pruner> (whose twin's architecture it trains) and "
+                        "scratch: E, B or [E, B]")
+    return {k: v for k, v in options.items()
+            if (uses(None, k) or k in SCRATCH_MATCH_ONLY) and k not in ("epoch_budget", "budget_epoch")}
 
 
 def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any:
@@ -68,9 +93,12 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
     actions = trial_options()
     if key == "seed":
         raise _Located(line, "set seeds with the top-level 'seeds' list, not 'seed'")
+    if key in SCRATCH_KEYS:
+        return _coerce_scratch(key, value, line)
     if key not in actions:
-        raise _Located(line, f"unknown option {key!r}{_did_you_mean(key, actions)}; options are the flags of "
-                             f"`run_bench.py run` with '_' for '-': {', '.join(sorted(actions))}")
+        names = sorted([*actions, *SCRATCH_KEYS])
+        raise _Located(line, f"unknown option {key!r}{_did_you_mean(key, names)}; options are the flags of "
+                             f"`run_bench.py run` with '_' for '-': {', '.join(names)}")
     option = actions[key]
     if key == "pruner":
         if value in UNPRUNED_NAMES:
@@ -148,6 +176,22 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
             raise _Located(line, f"unknown dataset {value!r}; registered: {', '.join(DATASETS.names())}")
     if option.path and base_dir is not None:
         value = str((base_dir / Path(value).expanduser()).resolve())
+    return value
+
+
+def _coerce_scratch(key: str, value: Any, line: int) -> str:
+    if key == "scratch":
+        if value not in ("E", "B"):
+            raise _Located(line, f"scratch must be E (the source's epochs) or B (the unpruned network's compute), "
+                                 f"or a list [E, B] (got {value!r})")
+        return value
+    from harness.prune.plugins import load_builtin_pruners
+    from harness.prune.pruner import PRUNERS
+
+    load_builtin_pruners()
+    if not isinstance(value, str) or value not in PRUNERS:
+        raise _Located(line, f"arch_from must name the pruner whose twin trial's architecture a scratch trial "
+                             f"trains, one of {', '.join(PRUNERS.names())} (got {value!r})")
     return value
 
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from harness.errors import UserError
 from harness.job.options import job_config_from_options, pruner_config_from_options, run_options
 from harness.prune.plugins import ensure_plugins
-from harness.sweep.options import MATCH_LAASP, for_pruner, pruning_options
+from harness.sweep.options import MATCH_LAASP, SCRATCH_KEYS, SCRATCH_MATCH_ONLY, for_pruner, pruning_options
 from harness.sweep.sampler import SpaceSampler, _CornerTrial
 from harness.sweep.space import Space, Trial, _jsonable_options
 
@@ -34,14 +34,18 @@ def plan_grid(space: Space) -> list[Trial]:
                 seen.add(key)
                 trials.append(Trial(trial_name(len(trials), opts), opts))
     _match_budgets(trials, space)
+    _match_scratch(trials)
     return trials
 
 
 def trial_name(index: int, opts: dict[str, Any]) -> str:
     pruner = opts.get("pruner")
-    target = f"-t{opts['target_flops']:g}" if pruner is not None and opts.get("target_flops") is not None else ""
+    scratch = opts.get("arch_from") is not None
+    target = (f"-t{opts['target_flops']:g}" if (pruner is not None or scratch) and opts.get("target_flops") is not None
+              else "")
     schedule = f"-{opts['schedule']}" if opts.get("schedule") not in (None, "oneshot") else ""  # a variant's own row
-    name = f"{index:03d}-{opts.get('model', 'model')}-{pruner or 'unpruned'}{schedule}{target}-s{opts['seed']}"
+    kind = f"scratch{opts['scratch']}-{opts['arch_from']}" if scratch else f"{pruner or 'unpruned'}{schedule}"
+    name = f"{index:03d}-{opts.get('model', 'model')}-{kind}{target}-s{opts['seed']}"
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name)
 
 
@@ -78,6 +82,24 @@ def _match_budgets(trials: list[Trial], space: Space) -> None:
             raise UserError(f"epoch_budget: laasp: trial {t.name} needs exactly one LAASP trial with the same "
                             f"model, data, training options, target_flops, prune_epoch and seed, but the plan has {why}")
         t.budget_from, t.stage = twins[0].name, "matched"
+
+
+def _match_scratch(trials: list[Trial]) -> None:
+    """A scratch trial's twin: the one trial of its ``arch_from`` pruner with the same model, data,
+    training options, target_flops, prune_epoch and seed. Scratch trials run last (stage
+    ``scratch``), after any matched-budget twin."""
+    for t in trials:
+        source = t.options.get("arch_from")
+        if source is None:
+            continue
+        key = _match_key({k: v for k, v in t.options.items() if k not in SCRATCH_KEYS})
+        twins = [x for x in trials if x.options.get("pruner") == source and _match_key(x.options) == key]
+        if len(twins) != 1:
+            why = f"no {source} trial" if not twins else f"{len(twins)} ({', '.join(x.name for x in twins)})"
+            raise UserError(f"arch_from: {source}: trial {t.name} needs exactly one {source} trial with the "
+                            "same model, data, training options, target_flops, prune_epoch and seed, but the plan "
+                            f"has {why}")
+        t.arch_from_trial, t.stage = twins[0].name, "scratch"
 
 
 def validate_plan(space: Space, trials: list[Trial]) -> None:
@@ -128,12 +150,24 @@ def _check_reachable(cfg, checked: dict[tuple, None]) -> None:
         checked[key] = None
 
 
-def job_config(options: dict[str, Any], out: str | None, plugins: Iterable[str] = ()):
-    """A trial's options -> `JobConfig`, through the command line's own path (recipes, checks)."""
+def job_config(options: dict[str, Any], out: str | None, plugins: Iterable[str] = (), arch_source: Any = None):
+    """A trial's options -> `JobConfig`, through the command line's own path (recipes, checks).
+
+    A scratch trial (``arch_from``) with ``arch_source`` (its twin's record) gets its scratch
+    config; without one (planning, before the twin ran), the unpruned config of its options."""
     ensure_plugins(plugins)
     opts = dict(options)
     if opts.get("model") is None:
         raise UserError("no model given")
+    if opts.get("arch_from") is not None:
+        budget = opts.pop("scratch")
+        for key in ("arch_from", *SCRATCH_MATCH_ONLY):
+            opts.pop(key, None)
+        if arch_source is not None:
+            from harness.job.scratch import scratch_job_config
+
+            opts.pop("epochs", None)  # the twin's epochs_trained decides
+            return scratch_job_config({**opts, "out": out, "quiet": True}, arch_source, budget)
     pruner = opts.get("pruner")
     if opts.get("epoch_budget") == MATCH_LAASP:
         opts.pop("epoch_budget")

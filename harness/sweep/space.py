@@ -29,7 +29,10 @@ result (the unpruned run at several targets) are planned once. ``epoch_budget: l
 every non-LAASP pruned trial the total epochs its LAASP twin (same options and seed)
 actually trained, recovery included, and the unpruned trial the largest budget of its LAASP
 twins (every target of its seed): those trials run in a second stage. ``epoch_budget: none``
-(e.g. in a grid block) leaves a trial without a budget.
+(e.g. in a grid block) leaves a trial without a budget. ``arch_from: <pruner>`` with
+``scratch: E`` or ``B`` (or ``[E, B]``), in a grid block without a pruner, makes scratch trials
+(`harness.job.scratch`): each trains, from random initialisation, the final architecture of its
+twin of that pruner (same options, target_flops and seed), in a last stage.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import yaml
 
 from harness.errors import UserError
 from harness.prune.plugins import ensure_plugins
-from harness.sweep.options import (MATCH_LAASP, _options, coerce_option, portable_options, pruner_fields,
+from harness.sweep.options import (MATCH_LAASP, SCRATCH_KEYS, _options, coerce_option, portable_options, pruner_fields,
                                    resolved_options, uses)
 from harness.sweep.search import Search, _seeds, parse_search
 from harness.sweep.yaml_lines import _check_keys, _kind, _line, _Loader, _Located
@@ -75,16 +78,20 @@ class Trial:
     stage: str = "main"
     budget_from: str | None = None       # trial whose epochs_trained is this trial's epoch_budget
     search: dict[str, Any] | None = None
+    arch_from_trial: str | None = None   # scratch trials: the trial whose final architecture this one trains
 
     def to_json(self) -> dict[str, Any]:
         """JSON with file options relative to the repository (sweep.json is portable)."""
-        return {"name": self.name, "options": _jsonable_options(portable_options(self.options)), "stage": self.stage,
-                "budget_from": self.budget_from, "search": self.search}
+        d = {"name": self.name, "options": _jsonable_options(portable_options(self.options)), "stage": self.stage,
+             "budget_from": self.budget_from, "search": self.search}
+        if self.arch_from_trial:  # only when set: plans kept before it existed still read as unchanged
+            d["arch_from_trial"] = self.arch_from_trial
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Trial":
         return cls(d["name"], resolved_options(options_from_json(d["options"])), d.get("stage", "main"),
-                   d.get("budget_from"), d.get("search"))
+                   d.get("budget_from"), d.get("search"), d.get("arch_from_trial"))
 
 
 def _jsonable_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +154,12 @@ def _parse(doc: Any, path: Path, base: Path, overrides: dict[str, Any]) -> Space
         if MATCH_LAASP in [fixed.get("epoch_budget")] + [p.get("epoch_budget") for p in pruners.values()]:
             raise _Located(_line(doc, "search"), "epoch_budget: laasp matches grid trials to their LAASP twin; "
                                                  "a search has none: give an integer epoch_budget or none")
+        if any(k in fixed for k in SCRATCH_KEYS):
+            raise _Located(_line(doc, "search"), "arch_from/scratch train a grid trial's twin's architecture; a "
+                                                 "search has no twins: use a grid")
         search = parse_search(doc["search"], _line(doc, "search"), base, seeds, fixed, pruners)
+        if any(p.key in SCRATCH_KEYS for p in search.params):
+            raise _Located(_line(doc, "search"), "arch_from/scratch cannot be searched; use a grid")
     else:
         blocks = _grid(doc.get("grid"), _line(doc, "grid"), base, pruners)
     space = Space(path, base, description, fixed, blocks, seeds, pruners, plugins, search)

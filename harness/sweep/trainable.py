@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import UserError
+from harness.job.groups import group_of
 from harness.job.records import portable_path, read_json, resolve_path, to_jsonable, write_json_atomic
 from harness.sweep.faults import fault
 from harness.sweep.lock import trial_lock
@@ -147,7 +148,8 @@ def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
     try:
         if trial.budget_from:
             options.update(_matched_budget(ctx, trial.budget_from, options))
-        cfg = job_config(options, str(out), ctx.plugins)
+        source = _scratch_source(ctx, trial.arch_from_trial) if trial.arch_from_trial else None
+        cfg = job_config(options, str(out), ctx.plugins, arch_source=source)
         if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
             record = read_json(out / "record.json")
         else:
@@ -256,6 +258,12 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
         fields["config"] = {**record["config"], "out": portable_path(out, ctx.root)}
     if trial.budget_from:
         fields["epoch_budget_from"] = trial.budget_from
+    if trial.arch_from_trial:
+        fields["arch_from_trial"] = trial.arch_from_trial
+        if not isinstance(record.get("scratch"), dict):  # failed before its run: still its own table row
+            twin = ctx.record_path(trial.arch_from_trial)
+            fields["scratch"] = {"budget": trial.options.get("scratch"), "source_pruner": trial.options["arch_from"],
+                                 "source_group": group_of(read_json(twin)) if twin.exists() else None}
     resumes = list(record.get("resumed") or [])
     if resumed is not None:
         resumes.append(resumed)
@@ -286,6 +294,17 @@ def _matched_budget(ctx: SweepContext, sources: str, options: dict[str, Any]) ->
     if options.get("pruner") is None and options.get("budget_epoch") is None:
         out["budget_epoch"] = int(longest["config"]["pruner_config"]["prune_epoch"])
     return out
+
+
+def _scratch_source(ctx: SweepContext, source: str) -> Path:
+    """The record of a scratch trial's twin, which ran in an earlier stage."""
+    path = ctx.record_path(source)
+    if not path.exists():
+        raise UserError(f"architecture source {source} has no record yet (it runs in an earlier stage)")
+    rec = read_json(path)
+    if rec.get("status") != "ok":
+        raise UserError(f"architecture source {source} failed ({rec.get('error')}), so this trial has no architecture")
+    return path
 
 
 def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) -> dict[str, Any] | None:
