@@ -10,6 +10,7 @@ from harness.data import DataConfig
 from harness.errors import UserError
 from harness.job.records import portable_path, read_json, to_jsonable
 from harness.models import MODELS
+from harness.models.pretrained import is_hub, resolve_weights
 from harness.train.device import PRECISIONS
 from harness.train.engine import OptimConfig
 
@@ -30,6 +31,7 @@ class JobConfig:
     pruner: str | None = None
     pruner_config: Any = None  # the pruner's own typed config (see harness.prune.pruner)
     init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
+    weights: str | None = None  # pretrained start: a state_dict file or "torchvision[:NAME]" (models.pretrained)
     epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
     budget_epoch: int | None = None  # unpruned runs with a budget: the schedule epoch of the extra epochs
 
@@ -47,6 +49,10 @@ class JobConfig:
                             "run's --out folder")
         if self.init_checkpoint and self.pruner is None:
             raise UserError("--from-checkpoint needs a pruner; use `run --pruner ...`")
+        if self.weights:
+            if self.init_checkpoint:
+                raise UserError("--weights and --from-checkpoint both give the starting network; pass one")
+            resolve_weights(self.weights, self.model)  # a missing file or hub entry: refused before any data
         if self.budget_epoch is not None:
             if self.pruner is not None:
                 raise UserError("--budget-epoch is for unpruned runs; a pruned run trains its extra epochs right "
@@ -74,7 +80,9 @@ class JobConfig:
     def portable(self) -> "JobConfig":
         """The config as a record holds it: its output folder relative to itself (the record sits
         in it), what it reads relative to the repository; never a path of this machine."""
+        weights = self.weights if is_hub(self.weights) else portable_path(self.weights)
         return replace(self, out=portable_path(self.out, self.out), init_checkpoint=portable_path(self.init_checkpoint),
+                       weights=weights,
                        data=replace(self.data, data_root=portable_path(self.data.data_root)))
 
     def identity(self) -> dict[str, Any]:
@@ -82,8 +90,9 @@ class JobConfig:
         d = to_jsonable(asdict(self))
         for key in ("out", "progress", "device"):
             d.pop(key, None)
-        if d.get("budget_epoch") is None:  # added later: states saved before it still resume
-            d.pop("budget_epoch", None)
+        for late in ("budget_epoch", "weights"):  # added later: states saved before them still resume
+            if d.get(late) is None:
+                d.pop(late, None)
         return d
 
 
