@@ -65,6 +65,9 @@ _DATA = (
     Option("subset_seed", "int", "data", "seed of the subsets (same for every run seed)", default=0),
     Option("download", "bool", "data", "CIFAR only: download into --data-root when missing", default=False),
     Option("workers", "int", "data", "DataLoader workers for ImageNet-size data", default=4),
+    Option("decoder", "str", "data", "ImageNet-size data: torchvision (file bytes decoded by torchvision.io, on the "
+           "GPU when there is one, crop/flip/normalize on whole batches; default, measured faster) or pil (the "
+           "per-image PIL transforms)", default="torchvision", choices=("torchvision", "pil")),
 )
 _TRAINING = (
     Option("model", "str", "training", "registered model name (run_bench.py info --list)", required=True),
@@ -210,7 +213,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     )
     data = DataConfig(dataset=opts["dataset"], data_root=opts.get("data_root"), train_subset=opts.get("train_subset"),
                       test_subset=opts.get("test_subset"), subset_seed=opts["subset_seed"], download=opts["download"],
-                      workers=opts["workers"])
+                      workers=opts["workers"], decoder=opts["decoder"])
     budget, budget_epoch = opts.get("epoch_budget"), opts.get("budget_epoch")
     if opts.get("match_epochs"):
         budget = epochs_of_record(opts["match_epochs"])

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.job.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
-from harness.data import Dataset, load_dataset
+from harness.data import DataConfig, Dataset, load_dataset
 from harness.train.device import Precision, select_device
 from harness.train.engine import Engine, TrainHooks, TrainingState, loss_passes, make_optimizer
 from harness.errors import UserError
@@ -232,7 +232,10 @@ def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
 
 
 def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode."""
+    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode,
+    or before --decoder (in-memory data ignore it; no streamed run had been made then)."""
+    if saved and isinstance(saved.get("data"), dict) and "decoder" not in saved["data"]:
+        saved = {**saved, "data": {**saved["data"], "decoder": DataConfig().decoder}}
     if not saved or "amp" not in saved or "precision" in saved:
         return saved
     rest = {k: v for k, v in saved.items() if k != "amp"}
