@@ -217,3 +217,25 @@ def test_plan_errors_name_the_trial(tmp_path) -> None:
     """, "nolaasp.yaml")
     with pytest.raises(UserError, match="needs exactly one LAASP trial"):
         plan_grid(load_space(path))
+
+
+def test_paper_imagenet_plans_the_seed_tables_imagenet_rows(tmp_path) -> None:
+    """search_spaces/paper_imagenet.yaml: every ImageNet row of the paper (harness/results/paper.py)
+    with LAASP, l1_uniform and fpgm at its target, the unpruned baseline per model, the authors'
+    recipe (from scratch: no pretrained weights), fp32."""
+    from harness.results.paper import PAPER_RESULTS
+    from harness.sweep.plan import job_config
+
+    trials = plan_grid(load_space(SPACES / "paper_imagenet.yaml", overrides={"data_root": str(tmp_path)}))
+    rows = {(p.model, p.flops_reduction) for p in PAPER_RESULTS if p.dataset == "imagenet"}
+    for pruner in ("laasp", "l1_uniform", "fpgm"):
+        assert {(t.options["model"], t.options["target_flops"]) for t in trials if t.options["pruner"] == pruner} == rows
+    assert sorted(t.options["model"] for t in trials if t.options["pruner"] is None) == [
+        "mobilenet_v2", "resnet18", "resnet34", "resnet50"]
+    assert len(trials) == 3 * len(rows) + 4
+    assert {t.options["dataset"] for t in trials} == {"imagenet"} and all("weights" not in t.options for t in trials)
+    laasp = next(t for t in trials if t.options["pruner"] == "laasp" and t.options["model"] == "resnet50")
+    cfg = job_config(dict(laasp.options), str(tmp_path / "o"))
+    assert (cfg.epochs, cfg.precision, cfg.optim.milestones, cfg.optim.weight_decay) == (100, "fp32", (30, 60, 90), 1e-4)
+    pc = cfg.pruner_config
+    assert (pc.prune_epoch, pc.recover_epoch, pc.recover_flop, pc.subset_size, pc.max_prune_rate) == (25, 2, 0.03, 5000, 0.75)

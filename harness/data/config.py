@@ -22,6 +22,9 @@ STATS_SAMPLE = 10_000  # images used to estimate mean/std of an ImageFolder set
 FOLDER_LAYOUT = "train/<class>/* + test/ or val/"
 
 DATASETS: Registry[Callable[["DataConfig", torch.device], Any]] = Registry("dataset")
+# How ImageNet-size images are decoded and augmented: a streamed Dataset class per --decoder
+DECODERS: Registry[type] = Registry("decoder")
+DEFAULT_DECODER = "torchvision"  # measured faster than PIL (results/imagenet_input)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class DataConfig:
     subset_seed: int = 0  # the subset is the same for every training seed and pruner
     download: bool = False  # CIFAR only: let torchvision download into data_root
     workers: int = 4  # DataLoader workers for streaming (ImageNet-size) datasets
+    decoder: str = DEFAULT_DECODER  # streamed data: torchvision (batched JPEG pipeline) or pil (per image)
 
     def validate(self) -> None:
         """Cheap checks that need no data on disk, so the CLI fails before any work."""
@@ -44,6 +48,7 @@ class DataConfig:
                 )
         if self.workers < 0:
             raise UserError(f"--workers must be >= 0 (got {self.workers}); pass 0 to load in-process")
+        DECODERS.get(self.decoder)  # unknown: the message lists the registered decoders
         if self.download and not meta.get("downloadable"):
             raise UserError(
                 f"--download only works for CIFAR; place {self.dataset} under --data-root yourself"

@@ -4,7 +4,8 @@
   as uint8 tensors on the training device and augments whole batches with tensor ops
   (`harness.data.augment`), so an epoch costs a few kernels per batch and no Python per image.
 * `StreamingDataset` reads ImageNet-size ImageFolder trees through a `DataLoader` with the
-  standard torchvision transforms.
+  standard torchvision transforms, image by image through PIL (``--decoder pil``);
+  `harness.data.jpeg` is the batched pipeline beside it (``--decoder torchvision``).
 
 Random draws use CPU generators so CPU and CUDA runs agree.
 """
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor
 
 from harness.data.augment import apply_augment, augment, channel_stats, draw_augment, normalize
-from harness.data.config import STATS_SAMPLE, Batch, DataConfig, Stats
+from harness.data.config import DECODERS, STATS_SAMPLE, Batch, DataConfig, Stats
 from harness.errors import UserError
 
 if TYPE_CHECKING:  # files.py builds on datasets' interface, not the other way round
@@ -170,10 +171,20 @@ class _FileImages(torch.utils.data.Dataset):
             return self.transform(img), self.labels[i]
 
 
+def shard(order: Tensor, rank: int, world: int) -> Tensor:
+    """Rank ``rank``'s part of an epoch's order: every ``world``-th position from ``rank`` on, as
+    DistributedSampler does (without its padding), so the ranks' parts are disjoint and cover it."""
+    if not 0 <= rank < world:
+        raise UserError(f"rank {rank} is not in [0, world {world}); pass 0 <= rank < world")
+    return order[rank::world]
+
+
+@DECODERS.register("pil")
 class StreamingDataset(Dataset):
     """ImageNet-size ImageFolder trees read through a DataLoader with `workers` processes."""
 
     storage = "streaming"
+    decoder = "pil"
     crop_size, resize_size = 224, 256
 
     def __init__(self, *, train: "FileList", test: "FileList", **info: Any):
@@ -206,9 +217,10 @@ class StreamingDataset(Dataset):
         images = _FileImages(self.train.files, self.train.labels, self._transform(True), seed)
         return torch.utils.data.Subset(images, order.tolist())
 
-    def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
+    def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         order = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(epoch_seed))
-        yield from self._stream(self._train_images(order, epoch_seed), batch_size)
+        # crops are seeded per image, so an image is augmented alike whatever the number of ranks
+        yield from self._stream(self._train_images(shard(order, rank, world), epoch_seed), batch_size)
 
     def test_batches(self, batch_size: int) -> Iterator[Batch]:
         images = _FileImages(self.test.files, self.test.labels, self._transform(False), None)
@@ -218,6 +230,9 @@ class StreamingDataset(Dataset):
         idx = self._loss_indices(n, torch.Generator().manual_seed(seed), pool)
         xs, ys = zip(*self._stream(self._train_images(idx, seed), 256))
         return torch.cat(xs), torch.cat(ys)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "decoder": self.decoder}
 
 
 def subset_indices(total: int, k: int | None, seed: int, flag: str, what: str) -> Tensor | None:

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from harness.data.augment import channel_stats
-from harness.data.config import (DATASETS, FOLDER_LAYOUT, IMAGENET_STATS, SMALL_SIDE, DataConfig, Stats,
+from harness.data import jpeg  # noqa: F401  (registers the torchvision decoder)
+from harness.data.config import (DATASETS, DECODERS, FOLDER_LAYOUT, IMAGENET_STATS, SMALL_SIDE, DataConfig, Stats,
                                  _layout_error)
-from harness.data.datasets import ArraySplit, Dataset, StreamingDataset, _in_memory, _subsets
+from harness.data.datasets import ArraySplit, Dataset, _in_memory, _subsets
 from harness.errors import UserError
 from harness.data.files import (FileList, FolderSplit, cache_dir, find_imagefolder, probe_image, resolve_root,
                                 scan_imagefolder)
@@ -35,7 +36,7 @@ def _folder_dataset(cfg: DataConfig, name: str, root: Path, device: torch.device
         splits = (FolderSplit(train, channels, side), FolderSplit(test, channels, side))
         return _in_memory(cfg, name, root, device, splits, **memory)
     train_idx, test_idx = _subsets(cfg, name, len(train.files), len(test.files))
-    return StreamingDataset(
+    return DECODERS.get(cfg.decoder)(
         name=name, root=root, cfg=cfg, device=device, num_classes=len(train.classes),
         train=train.subset(train_idx), test=test.subset(test_idx), stats=IMAGENET_STATS,
     )

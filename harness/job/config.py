@@ -10,6 +10,7 @@ from harness.data import DataConfig
 from harness.errors import UserError
 from harness.job.records import portable_path, read_json, to_jsonable
 from harness.models import MODELS
+from harness.models.pretrained import is_hub, resolve_weights
 from harness.train.device import PRECISIONS
 from harness.train.engine import OptimConfig
 
@@ -30,6 +31,7 @@ class JobConfig:
     pruner: str | None = None
     pruner_config: Any = None  # the pruner's own typed config (see harness.prune.pruner)
     init_checkpoint: str | None = None  # three-stage mode: prune this trained network at once
+    weights: str | None = None  # pretrained start: a state_dict file or "torchvision[:NAME]" (models.pretrained)
     epoch_budget: int | None = None  # total epochs to train, recovery included (to match a LAASP run)
     budget_epoch: int | None = None  # unpruned runs with a budget: the schedule epoch of the extra epochs
     scratch: Any = None  # harness.job.scratch.ScratchSpec: another run's architecture, trained from scratch
@@ -48,6 +50,10 @@ class JobConfig:
                             "run's --out folder")
         if self.init_checkpoint and self.pruner is None:
             raise UserError("--from-checkpoint needs a pruner; use `run --pruner ...`")
+        if self.weights:
+            if self.init_checkpoint:
+                raise UserError("--weights and --from-checkpoint both give the starting network; pass one")
+            resolve_weights(self.weights, self.model)  # a missing file or hub entry: refused before any data
         if self.budget_epoch is not None:
             if self.pruner is not None:
                 raise UserError("--budget-epoch is for unpruned runs; a pruned run trains its extra epochs right "
@@ -69,6 +75,8 @@ class JobConfig:
             if self.init_checkpoint and self.pruner_config.prune_epoch != 0:
                 raise UserError("--from-checkpoint prunes the loaded network at once; use --prune-epoch 0 (or omit it)")
         if self.scratch is not None:
+            if self.weights or self.init_checkpoint:  # a scratch control starts from random weights by definition
+                raise UserError("a scratch run trains from random initialisation; drop --weights / --from-checkpoint")
             if self.pruner is not None or self.epoch_budget is not None:
                 raise UserError("a scratch run trains the source's architecture unpruned for the epochs its budget "
                                 "sets; drop --pruner / --epoch-budget")
@@ -82,7 +90,9 @@ class JobConfig:
     def portable(self) -> "JobConfig":
         """The config as a record holds it: its output folder relative to itself (the record sits
         in it), what it reads relative to the repository; never a path of this machine."""
+        weights = self.weights if is_hub(self.weights) else portable_path(self.weights)
         return replace(self, out=portable_path(self.out, self.out), init_checkpoint=portable_path(self.init_checkpoint),
+                       weights=weights,
                        data=replace(self.data, data_root=portable_path(self.data.data_root)))
 
     def identity(self) -> dict[str, Any]:
@@ -90,8 +100,9 @@ class JobConfig:
         d = to_jsonable(asdict(self))
         for key in ("out", "progress", "device"):
             d.pop(key, None)
-        if d.get("budget_epoch") is None:  # added later: states saved before it still resume
-            d.pop("budget_epoch", None)
+        for late in ("budget_epoch", "weights"):  # added later: states saved before them still resume
+            if d.get(late) is None:
+                d.pop(late, None)
         if hasattr(self.pruner_config, "identity"):  # a config may leave out settings it does not read
             d["pruner_config"] = to_jsonable(self.pruner_config.identity())
         if d.get("scratch") is None:  # likewise

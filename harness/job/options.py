@@ -65,6 +65,9 @@ _DATA = (
     Option("subset_seed", "int", "data", "seed of the subsets (same for every run seed)", default=0),
     Option("download", "bool", "data", "CIFAR only: download into --data-root when missing", default=False),
     Option("workers", "int", "data", "DataLoader workers for ImageNet-size data", default=4),
+    Option("decoder", "str", "data", "ImageNet-size data: torchvision (file bytes decoded by torchvision.io, on the "
+           "GPU when there is one, crop/flip/normalize on whole batches; default, measured faster) or pil (the "
+           "per-image PIL transforms)", default="torchvision", choices=("torchvision", "pil")),
 )
 _TRAINING = (
     Option("model", "str", "training", "registered model name (run_bench.py info --list)", required=True),
@@ -76,6 +79,11 @@ _TRAINING = (
     Option("milestones", "int_list", "training", "epochs where lr *= gamma (default: the recipe's, scaled to --epochs)"),
     Option("gamma", "float", "training"),
     Option("seed", "int", "training", default=0),
+    Option("weights", "str", "training",
+           "start from pretrained ImageNet weights: a torchvision state_dict FILE, or torchvision (its "
+           "IMAGENET1K_V1 weights from the torch hub cache; torchvision:NAME for another); ImageNet models only; "
+           "with a pruner the pretrained network is pruned at once (prune epoch 0) unless --prune-epoch says",
+           path=True, metavar="FILE|torchvision"),
     Option("device", "str", "training", "auto (CUDA if present), cpu, cuda, cuda:N", default="auto"),
     Option("precision", "str", "training", "arithmetic of training and evaluation: auto (bf16 on GPUs with native "
            "bf16, else fp16 with a gradient scaler; fp32 on CPU), fp32 (true fp32, TF32 off), bf16, fp16",
@@ -212,7 +220,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     )
     data = DataConfig(dataset=opts["dataset"], data_root=opts.get("data_root"), train_subset=opts.get("train_subset"),
                       test_subset=opts.get("test_subset"), subset_seed=opts["subset_seed"], download=opts["download"],
-                      workers=opts["workers"])
+                      workers=opts["workers"], decoder=opts["decoder"])
     budget, budget_epoch = opts.get("epoch_budget"), opts.get("budget_epoch")
     if opts.get("match_epochs"):
         budget = epochs_of_record(opts["match_epochs"])
@@ -225,8 +233,8 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
                     compile=opts["compile"],
                     out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
-                    init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch,
-                    scratch=scratch)
+                    init_checkpoint=opts.get("from_checkpoint"), weights=opts.get("weights"),
+                    epoch_budget=budget, budget_epoch=budget_epoch, scratch=scratch)
     cfg.validate()
     return cfg
 
@@ -289,7 +297,7 @@ def pruner_config_from_options(options: Mapping[str, Any], note: Callable[[str],
     values = {k: options.get(k) for k in PRUNING_OPTIONS}
     if values["step_rule"] not in (None, recipe.step_rule) and values["step_scale"] is None:
         values["step_scale"] = DEFAULT_STEP_SCALE[values["step_rule"]]
-    if options.get("from_checkpoint") and values["prune_epoch"] is None:
+    if (options.get("from_checkpoint") or options.get("weights")) and values["prune_epoch"] is None:
         values["prune_epoch"] = 0
     elif (options.get("epochs") is not None and values["prune_epoch"] is None
           and "prune_epoch" not in getattr(PRUNERS.get(pruner).Config, "OWN_DEFAULTS", ())):

@@ -8,6 +8,7 @@ the run stopped instead of starting over.
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from harness.job.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
-from harness.data import Dataset, load_dataset
+from harness.data import DataConfig, Dataset, load_dataset
 from harness.train.device import Precision, select_device
 from harness.train.engine import Engine, TrainHooks, TrainingState, loss_passes, make_optimizer
 from harness.errors import UserError
@@ -26,6 +27,7 @@ from harness.prune.pruner import check_reachable
 from harness.job.config import JobConfig
 from harness.job.schedule import FINAL_SHAPE_PHASES, run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
+from harness.models.pretrained import is_hub, load_weights
 from harness.job.records import (FLOPS_COUNTER, best_epoch, cost_entry, ensure_writable_folder, portable_path,
                                  to_jsonable, write_json_atomic)
 from harness.train.repro import capture_rng, environment, restore_rng, seed_everything
@@ -54,6 +56,7 @@ class JobContext:
     pruner_saved: dict[str, Any] | None = None  # its `state_dict` from the state file, until attached
     pruner_fields: dict[str, Any] = field(default_factory=dict)  # record fields of a finished prune
     pre_prune: dict[str, float] | None = None
+    weights: dict[str, Any] | None = None  # the pretrained start (--weights): source, sha256, classifier reset
     earlier_precisions: list[str] = field(default_factory=list)  # a resume on another device may compute otherwise
     # Wall time of the runs before a resume, and when this one started: a resumed record's
     # wall_time_s is the whole run's, like its timings.
@@ -168,6 +171,7 @@ class JobContext:
                                 "pruner_hooks": self.pruner.state_dict() if self.pruner is not None else None,
                                 "pruner_fields": to_jsonable(self.pruner_fields),
                                 "pre_prune": self.pre_prune,
+                                "weights": self.weights,
                                 "precisions": [*self.earlier_precisions, self.precision.name],
                                 "grad_scaler": _scaler_state(self.state.scaler),
                                 **capture_rng(self.precision.device),
@@ -198,15 +202,29 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     if init is not None:
         _check_same_network(init, cfg, data)
         model = model_from_payload(init)
+    weights = _load_weights(model, cfg, data.in_channels) if cfg.weights and resume is None else None
     if resume is not None:
         model = model_from_payload(resume)
     model = precision.prepare_model(model)
     engine = Engine(data, cfg.optim, precision, cfg.seed, progress=cfg.progress, compile=cfg.compile)
     ctx = JobContext(cfg, data, precision, engine, TrainingState(model), baseline, report,
                      Path(state_path) if state_path is not None else None)
+    ctx.weights = weights
     if resume is not None:
         _restore(ctx, resume["extra_state"])
     return ctx
+
+
+def _load_weights(model: nn.Module, cfg: JobConfig, in_channels: int) -> dict[str, Any]:
+    """Load ``--weights`` into the freshly built model; the record's block, its file path portable."""
+    block = load_weights(model, cfg.model, cfg.weights, in_channels)
+    if not is_hub(cfg.weights):
+        block["source"] = portable_path(cfg.weights)
+    if "classifier" in block:
+        c = block["classifier"]
+        print(f"note: --weights has a {c['file_classes']}-class classifier and the data {c['model_classes']} classes: "
+              "every other layer is loaded, the classifier starts fresh", file=sys.stderr)
+    return block
 
 
 def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
@@ -218,7 +236,10 @@ def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
 
 
 def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode."""
+    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode,
+    or before --decoder (in-memory data ignore it; no streamed run had been made then)."""
+    if saved and isinstance(saved.get("data"), dict) and "decoder" not in saved["data"]:
+        saved = {**saved, "data": {**saved["data"], "decoder": DataConfig().decoder}}
     if not saved or "amp" not in saved or "precision" in saved:
         return saved
     rest = {k: v for k, v in saved.items() if k != "amp"}
@@ -249,6 +270,7 @@ def _restore(ctx: JobContext, saved: dict[str, Any]) -> None:
     ctx.pruner_saved = saved.get("pruner_hooks")  # states saved before the lifecycle hooks: none
     ctx.pruner_fields = dict(saved["pruner_fields"])
     ctx.pre_prune = saved["pre_prune"]
+    ctx.weights = saved.get("weights")  # the start's source and hash, as read when the run began
     ctx.earlier_precisions = [p for p in saved.get("precisions", []) if p != ctx.precision.name]
     restore_rng(saved, ctx.precision.device)  # a CUDA generator saved on a GPU is skipped on CPU
     if saved.get("grad_scaler") and ctx.precision.name == "fp16":  # one scale for the whole run
@@ -284,6 +306,8 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         extra["init"] = _init_summary(cfg.init_checkpoint)
     if cfg.scratch is not None:  # the table's target column and group read these
         extra.update(scratch=cfg.scratch.block(), target_flops=cfg.scratch.target_flops)
+    if ctx.weights is not None:
+        extra["weights"] = ctx.weights
     if cfg.pruner is not None or cfg.scratch is not None:
         from harness.job.latency import job_speedup
 

@@ -28,7 +28,7 @@ def run_pruning_schedule(ctx) -> None:
         ctx.train(range(ctx.epochs_in_phase("train"), pcfg.prune_epoch), "train")
         # The unpruned network's accuracy when pruning starts. (The unpruned *baseline* of a
         # table is a separate `train` run to the full epoch count; this is not it.)
-        if pcfg.prune_epoch > 0 or cfg.init_checkpoint:
+        if pcfg.prune_epoch > 0 or cfg.init_checkpoint or cfg.weights:
             ctx.pre_prune = ctx.engine.evaluate(ctx.model)
         ctx.stage = "prune"
         ctx.checkpoint()

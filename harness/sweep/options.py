@@ -174,7 +174,7 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
 
         if value not in DATASETS:
             raise _Located(line, f"unknown dataset {value!r}; registered: {', '.join(DATASETS.names())}")
-    if option.path and base_dir is not None:
+    if _is_file(key, value, actions) and base_dir is not None:
         value = str((base_dir / Path(value).expanduser()).resolve())
     return value
 
@@ -195,13 +195,19 @@ def _coerce_scratch(key: str, value: Any, line: int) -> str:
     return value
 
 
+def _is_file(key: str, value: Any, table: dict[str, Option]) -> bool:
+    """Whether an option's value names a file (``weights: torchvision`` names the hub cache instead)."""
+    from harness.models.pretrained import is_hub
+
+    return key in table and table[key].path and isinstance(value, str) and not (key == "weights" and is_hub(value))
+
+
 def portable_options(options: dict[str, Any]) -> dict[str, Any]:
     """Trial options as records and sweep.json hold them: file options relative to the repository."""
     from harness.job.records import portable_path
 
     table = trial_options()
-    return {k: portable_path(v) if k in table and table[k].path and isinstance(v, str) else v
-            for k, v in options.items()}
+    return {k: portable_path(v) if _is_file(k, v, table) else v for k, v in options.items()}
 
 
 def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -209,8 +215,7 @@ def resolved_options(options: dict[str, Any]) -> dict[str, Any]:
     from harness.job.records import resolve_path
 
     table = trial_options()
-    return {k: str(resolve_path(v)) if k in table and table[k].path and isinstance(v, str) else v
-            for k, v in options.items()}
+    return {k: str(resolve_path(v)) if _is_file(k, v, table) else v for k, v in options.items()}
 
 
 def _check_criteria(items: tuple[str, ...], line: int) -> None:
