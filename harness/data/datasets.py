@@ -146,7 +146,7 @@ class _FileImages(torch.utils.data.Dataset):
     """Image files -> (uint8 CHW tensor, label); a per-item seed makes augmentation reproducible.
 
     Seeding each item from (seed, index) gives the same crops whatever the worker count;
-    `fork_rng` keeps the global CPU RNG of the main process untouched when workers == 0, and the
+    `fork_rng` keeps the global CPU RNG of the main process untouched when loader_workers == 0, and the
     CUDA generators (dropout on the GPU) are never touched.
     """
 
@@ -171,7 +171,7 @@ class _FileImages(torch.utils.data.Dataset):
 
 
 class StreamingDataset(Dataset):
-    """ImageNet-size ImageFolder trees read through a DataLoader with `workers` processes."""
+    """ImageNet-size ImageFolder trees read through a DataLoader with `loader_workers` processes."""
 
     storage = "streaming"
     crop_size, resize_size = 224, 256
@@ -195,7 +195,7 @@ class StreamingDataset(Dataset):
     def _stream(self, images: torch.utils.data.Dataset, batch_size: int) -> Iterator[Batch]:
         on_cuda = self.device.type == "cuda"
         loader = torch.utils.data.DataLoader(  # own generator: leave the global RNG alone
-            images, batch_size=batch_size, shuffle=False, num_workers=self.cfg.workers,
+            images, batch_size=batch_size, shuffle=False, num_workers=self.cfg.loader_workers,
             pin_memory=on_cuda, generator=torch.Generator().manual_seed(0),
         )
         for x, y in loader:

@@ -64,7 +64,8 @@ _DATA = (
     Option("test_subset", "int", "data", "use a fixed random subset of N test images"),
     Option("subset_seed", "int", "data", "seed of the subsets (same for every run seed)", default=0),
     Option("download", "bool", "data", "CIFAR only: download into --data-root when missing", default=False),
-    Option("workers", "int", "data", "DataLoader workers for ImageNet-size data", default=4),
+    Option("loader_workers", "int", "data", "DataLoader worker processes (per training process) for ImageNet-size "
+           "data (called --workers before --workers became the process count)", default=4),
 )
 _TRAINING = (
     Option("model", "str", "training", "registered model name (run_bench.py info --list)", required=True),
@@ -76,6 +77,9 @@ _TRAINING = (
     Option("milestones", "int_list", "training", "epochs where lr *= gamma (default: the recipe's, scaled to --epochs)"),
     Option("gamma", "float", "training"),
     Option("seed", "int", "training", default=0),
+    Option("workers", "int", "training", "data-parallel training processes of this run (torch.distributed: NCCL, one "
+           "GPU each, on CUDA; gloo on CPU); the batch size stays the global batch, split evenly across them",
+           default=1),
     Option("device", "str", "training", "auto (CUDA if present), cpu, cuda, cuda:N", default="auto"),
     Option("precision", "str", "training", "arithmetic of training and evaluation: auto (bf16 on GPUs with native "
            "bf16, else fp16 with a gradient scaler; fp32 on CPU), fp32 (true fp32, TF32 off), bf16, fp16",
@@ -205,7 +209,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     )
     data = DataConfig(dataset=opts["dataset"], data_root=opts.get("data_root"), train_subset=opts.get("train_subset"),
                       test_subset=opts.get("test_subset"), subset_seed=opts["subset_seed"], download=opts["download"],
-                      workers=opts["workers"])
+                      loader_workers=opts["loader_workers"])
     budget, budget_epoch = opts.get("epoch_budget"), opts.get("budget_epoch")
     if opts.get("match_epochs"):
         budget = epochs_of_record(opts["match_epochs"])
@@ -215,7 +219,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
         budget_epoch = default_prune_epoch(recipe, epochs)  # where a pruned run of the recipe adds its epochs
     cfg = JobConfig(model=opts["model"], data=data, optim=optim, epochs=epochs, seed=opts["seed"],
                     device=opts["device"], precision=_precision(opts), deterministic=opts["deterministic"],
-                    compile=opts["compile"],
+                    compile=opts["compile"], workers=opts["workers"],
                     out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
                     init_checkpoint=opts.get("from_checkpoint"), epoch_budget=budget, budget_epoch=budget_epoch)

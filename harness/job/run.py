@@ -214,7 +214,12 @@ def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
 
 
 def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode."""
+    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode;
+    one written before --loader-workers called it ``data.workers``."""
+    if saved and "workers" in (saved.get("data") or {}):
+        data = dict(saved["data"])
+        data.setdefault("loader_workers", data.pop("workers"))
+        saved = {**saved, "data": data}
     if not saved or "amp" not in saved or "precision" in saved:
         return saved
     rest = {k: v for k, v in saved.items() if k != "amp"}
