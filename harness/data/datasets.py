@@ -51,12 +51,22 @@ class Dataset(ABC):
         self._stats_t = tuple(torch.tensor(v, dtype=torch.float32, device=device) for v in stats)
 
     @abstractmethod
-    def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
-        """Shuffled, augmented, normalized batches on the device; deterministic per epoch_seed."""
+    def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        """Shuffled, augmented, normalized batches on the device; deterministic per epoch_seed.
+
+        Data-parallel runs (``world`` > 1 processes): ``batch_size`` is the batch of one rank.
+        Every rank draws the same seeded permutation of the training set, padded to a multiple
+        of ``world`` with its own first indices (as `DistributedSampler` pads), and rank ``r``
+        takes its positions ``r, r + world, ...`` (`shard_positions`), so the ranks' k-th
+        batches together are positions ``[k B, (k+1) B)`` of the permutation, with ``B =
+        batch_size x world``, and every rank has as many batches as the others. An image's
+        augmentation depends on its position in the permutation, not on the rank or world.
+        """
 
     @abstractmethod
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        """Un-augmented, normalized batches in a fixed order."""
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        """Un-augmented, normalized batches in a fixed order; with ``world`` > 1, rank ``rank``'s
+        contiguous share of the test set (`shard_range`: the shares cover it exactly once)."""
 
     @abstractmethod
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
@@ -114,20 +124,23 @@ class InMemoryDataset(Dataset):
         self.test_x, self.test_y = (t.to(self.device) for t in test)
         self.pad, self.flip = pad, flip
 
-    def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
+    def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(epoch_seed)
         order = torch.randperm(self.train_size, generator=gen)
-        # Every batch's crops and flips drawn up front, in the order the batches use them (the same
-        # draws as batch by batch), then moved to the device with the order in one copy per epoch.
-        draws = [draw_augment(len(idx), self.pad, self.flip, gen) for idx in order.split(batch_size)]
+        # Every global batch's crops and flips drawn up front, in the order the batches use them (the
+        # same draws as batch by batch, and as one process with the global batch), then moved to the
+        # device with the order in one copy per epoch.
+        draws = [draw_augment(len(idx), self.pad, self.flip, gen) for idx in order.split(batch_size * world)]
         packed = torch.cat([order.view(1, -1), torch.cat(draws, dim=1)])  # (4, N): index, dy, dx, flip
+        packed = packed[:, shard_positions(self.train_size, rank, world)]
         for part in packed.to(self.device).split(batch_size, dim=1):
             idx = part[0]
             x = apply_augment(self.train_x[idx], part[1:], self.pad, self.flip)
             yield self._normalize(x), self.train_y[idx]
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        for x, y in zip(self.test_x.split(batch_size), self.test_y.split(batch_size)):
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        share = slice(*shard_range(self.test_size, rank, world))
+        for x, y in zip(self.test_x[share].split(batch_size), self.test_y[share].split(batch_size)):
             yield self._normalize(x), y
 
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
@@ -206,18 +219,37 @@ class StreamingDataset(Dataset):
         images = _FileImages(self.train.files, self.train.labels, self._transform(True), seed)
         return torch.utils.data.Subset(images, order.tolist())
 
-    def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
+    def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         order = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(epoch_seed))
+        order = order[shard_positions(self.train_size, rank, world)]  # DistributedSampler's shard
         yield from self._stream(self._train_images(order, epoch_seed), batch_size)
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         images = _FileImages(self.test.files, self.test.labels, self._transform(False), None)
+        if world > 1:
+            images = torch.utils.data.Subset(images, range(*shard_range(self.test_size, rank, world)))
         yield from self._stream(images, batch_size)
 
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
         idx = self._loss_indices(n, torch.Generator().manual_seed(seed), pool)
         xs, ys = zip(*self._stream(self._train_images(idx, seed), 256))
         return torch.cat(xs), torch.cat(ys)
+
+
+def shard_positions(total: int, rank: int, world: int) -> Tensor:
+    """Rank ``rank``'s positions in an epoch's permutation of ``total`` items: ``rank, rank +
+    world, ...`` after padding the permutation to a multiple of ``world`` with its first
+    positions (`DistributedSampler`'s rule), so every rank gets ``ceil(total / world)`` items
+    and as many batches. One process gets every position, unpadded."""
+    if world == 1:
+        return torch.arange(total)
+    padded = -(-total // world) * world
+    return (torch.arange(rank, padded, world) % total) if total else torch.arange(0)
+
+
+def shard_range(total: int, rank: int, world: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank ``rank``'s contiguous share of ``total`` items (evaluation)."""
+    return total * rank // world, total * (rank + 1) // world
 
 
 def subset_indices(total: int, k: int | None, seed: int, flag: str, what: str) -> Tensor | None:
