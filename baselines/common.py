@@ -45,7 +45,7 @@ from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import Pruner, PruneSchedule, StepResult, cap_count
+from harness.prune.pruner import Pruner, PruneSchedule, StepResult, cap_count, decide
 
 log = logging.getLogger("baselines")
 
@@ -278,7 +278,7 @@ class OneShotPruner(Pruner):
         budget = (1.0 - (cfg.target_flops or 0.0)) * ctx.baseline_cost.flops
         tolerance = FINISH_TOLERANCE * ctx.baseline_cost.flops
         generator = torch.Generator().manual_seed(ctx.config.seed)
-        plan = self.plan(ctx, net, groups, model, budget, tolerance, generator)
+        plan = decide(ctx, lambda: self.plan(ctx, net, groups, model, budget, tolerance, generator))  # rank 0's
         for g in groups:
             idxs = plan.removed.get(g.index, [])
             if idxs:
