@@ -2,7 +2,9 @@
 
 This is the Ray-free core: the CLI calls it directly, and sweep trainables wrap it, passing a
 ``report`` callback. With ``workers`` > 1 it runs as that many data-parallel processes
-(`harness.job.launch`); this process is rank 0, the only one that reports and writes. The run is resumable: after every epoch and every pruning step its whole
+(`harness.job.launch`); this process is rank 0, the only one that reports and writes.
+
+The run is resumable: after every epoch and every pruning step its whole
 state (network, optimizer, history, pruner progress, RNG) is written atomically to
 ``state_path``; calling `run_job` again with the same config and state file continues where
 the run stopped instead of starting over.

@@ -11,7 +11,7 @@ from harness.job.options import PRUNING_OPTIONS, Option, parse_float_list, parse
 from harness.sweep.yaml_lines import _did_you_mean, _kind, _line, _Located
 
 MATCH_LAASP = "laasp"  # epoch_budget: laasp
-EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed"}
+EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed", "workers"}
 UNPRUNED_NAMES = (None, "none", "unpruned")
 PRUNED_ONLY = ("from_checkpoint",)  # run options (beside the pruning ones) only a pruned trial reads
 UNPRUNED_ONLY = ("budget_epoch",)   # ... only an unpruned trial reads (epoch_budget applies to both)
@@ -55,6 +55,10 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
     actions = trial_options()
     if key == "seed":
         raise _Located(line, "set seeds with the top-level 'seeds' list, not 'seed'")
+    if key == "workers":
+        raise _Located(line, "a trial's data-parallel processes are a resource of the sweep: pass --workers-per-trial "
+                             "N to `run_bench.py sweep` (Tune then reserves --cpus-per-trial/--gpus-per-trial for "
+                             "all N), not 'workers' in the space file")
     if key not in actions:
         raise _Located(line, f"unknown option {key!r}{_did_you_mean(key, actions)}; options are the flags of "
                              f"`run_bench.py run` with '_' for '-': {', '.join(sorted(actions))}")

@@ -50,6 +50,7 @@ class SweepContext:
     threads: int = 1
     executor: str = "serial"
     search: dict[str, Any] | None = None   # Search.describe() of an Optuna sweep
+    workers: int = 1                       # data-parallel processes per trial (--workers-per-trial)
 
     @property
     def records(self) -> Path:
@@ -147,7 +148,8 @@ def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
     try:
         if trial.budget_from:
             options.update(_matched_budget(ctx, trial.budget_from, options))
-        cfg = job_config(options, str(out), ctx.plugins)
+        # a trial's processes are a resource of the sweep (Tune reserves the trial's CPUs/GPUs for all of them)
+        cfg = job_config({**options, "workers": ctx.workers}, str(out), ctx.plugins)
         if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
             record = read_json(out / "record.json")
         else:

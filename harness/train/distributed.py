@@ -195,7 +195,8 @@ class DataParallel:
         if self._wrapped is not None:
             old_model, old_params, ddp = self._wrapped
             # the old list keeps the old tensors alive, so an identity match is never a reused id
-            if old_model is model and len(old_params) == len(params) and all(a is b for a, b in zip(old_params, params)):
+            same = len(old_params) == len(params) and all(a is b for a, b in zip(old_params, params))
+            if old_model is model and same:
                 return ddp
         self._wrapped = None  # drop the old reducer before building the new one
         from torch.nn.parallel import DistributedDataParallel
