@@ -64,7 +64,7 @@ def sweep_main(args: argparse.Namespace) -> int:
         space = Path(args.space) if args.space else DEFAULT_SPACE
         workers = 1 if args.workers_per_trial is None else args.workers_per_trial
         resources = Resources(executor=args.executor or "ray", address=args.address,
-                              cpus_per_trial=float(workers) if args.cpus_per_trial is None else args.cpus_per_trial,
+                              cpus_per_trial=max(1.0, workers) if args.cpus_per_trial is None else args.cpus_per_trial,
                               gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
                               max_concurrent=args.max_concurrent,
                               max_failures=2 if args.max_failures is None else args.max_failures,

@@ -86,6 +86,11 @@ def run_data_parallel(workers: int, device: str, main: Callable[[World], T], chi
         watchdog.main_done.set()
         context.join()  # the others end right after the run's last barrier
         return result
+    except Exception as exc:
+        # a collective broken by a dead rank fails here too: that rank's error is the cause to show
+        if not isinstance(exc, UserError) and watchdog.failed.wait(5.0):
+            raise watchdog.error() from exc
+        raise
     finally:
         watchdog.main_done.set()
         if dist.is_initialized():
@@ -130,31 +135,39 @@ def _die_with_parent() -> None:
 
 
 class _Watchdog(threading.Thread):
-    """Ends this process when a spawned rank failed and rank 0 does not stop by itself."""
+    """Notices a spawned rank that failed; ends this process when rank 0 does not stop by itself."""
 
     def __init__(self, context: Any):
         super().__init__(daemon=True, name="data-parallel-watchdog")
         self.context = context
         self.main_done = threading.Event()
+        self.failed = threading.Event()
+        self.failure = ""
 
     def run(self) -> None:
         while not self.main_done.is_set():
             try:
                 if self.context.join(timeout=0.5):
-                    failure = "a process stopped before the run's end without an error"
+                    self.failure = "a process stopped before the run's end without an error"
                     break
             except Exception as exc:  # noqa: BLE001 - ProcessRaisedException, ProcessExitedException
-                failure = str(exc)
+                self.failure = str(exc).strip()
                 break
         else:
             return
-        if self.main_done.wait(GRACE_S):  # rank 0 failed alike (a bad input fails every rank)
+        self.failed.set()
+        if self.main_done.wait(GRACE_S):  # rank 0 stopped too (a bad input fails every rank alike)
             return
-        last = [line for line in failure.strip().splitlines() if line.strip()][-1:] or [failure]
-        code = 2 if "UserError: " in last[0] else 1
-        text = last[0].split("UserError: ", 1)[1] if code == 2 else f"a data-parallel process failed: {failure.strip()}"
-        print(f"error: {text}", file=sys.stderr, flush=True)
-        os._exit(code)
+        error = self.error()
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        os._exit(2 if isinstance(error, UserError) else 1)
+
+    def error(self) -> Exception:
+        """The failed rank's error: its UserError as one, anything else with its traceback."""
+        last = ([line for line in self.failure.splitlines() if line.strip()] or [self.failure])[-1]
+        if "UserError: " in last:
+            return UserError(last.split("UserError: ", 1)[1])
+        return RuntimeError(f"a data-parallel process failed: {self.failure}")
 
 
 def join_torchrun(workers: int, device: str) -> World:
