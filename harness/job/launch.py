@@ -31,6 +31,7 @@ import torch.distributed as dist
 
 from harness.errors import UserError
 from harness.train.distributed import World, current_world
+from harness.train.engine import TrainingDiverged
 
 T = TypeVar("T")
 GRACE_S = 30.0  # how long rank 0 may take to stop by itself after another rank failed
@@ -86,9 +87,10 @@ def run_data_parallel(workers: int, device: str, main: Callable[[World], T], chi
         watchdog.main_done.set()
         context.join()  # the others end right after the run's last barrier
         return result
-    except Exception as exc:
-        # a collective broken by a dead rank fails here too: that rank's error is the cause to show
-        if not isinstance(exc, UserError) and watchdog.failed.wait(5.0):
+    except RuntimeError as exc:
+        # a collective broken by a dead rank fails here (a RuntimeError of torch.distributed): that
+        # rank's error is the cause to show; a diverged loss stops every rank alike and stays itself
+        if not isinstance(exc, TrainingDiverged) and watchdog.failed.wait(5.0):
             raise watchdog.error() from exc
         raise
     finally:
