@@ -182,7 +182,10 @@ def join_torchrun(workers: int, device: str) -> World:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
     dist.init_process_group(backend, init_method="env://", timeout=timedelta(hours=2))
-    return current_world()
+    world = current_world()
+    if not world.main:
+        sys.stdout = open(os.devnull, "w")  # rank 0 prints the run's lines once
+    return world
 
 
 def torchrun_world_size() -> int:

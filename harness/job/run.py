@@ -12,7 +12,7 @@ the run stopped instead of starting over.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -282,6 +282,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     joined = False
     if not world.distributed and torchrun_world_size() > 1:
         world, joined = join_torchrun(cfg.workers, cfg.device), True
+        cfg = replace(cfg, workers=world.size)  # the record says how many processes ran it
     try:
         if world.main:
             if cfg.out and (Path(cfg.out) / "record.json").exists():
