@@ -46,7 +46,7 @@ from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows
 from harness.prune.flops import count_cost, layer_flops
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import Pruner, StepResult, cap_count
+from harness.prune.pruner import Pruner, StepResult, cap_count, decide
 
 log = logging.getLogger("baselines")
 
@@ -309,7 +309,7 @@ class OneShotPruner(Pruner):
         groups = self.groups(net)
         model = FlopsModel(net, groups)
         tolerance = FINISH_TOLERANCE * ctx.baseline_cost.flops
-        plan = self.plan(ctx, net, groups, model, budget, tolerance, generator)
+        plan = decide(ctx, lambda: self.plan(ctx, net, groups, model, budget, tolerance, generator))  # rank 0's
         for g in groups:
             idxs = plan.removed.get(g.index, [])
             if idxs:

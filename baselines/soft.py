@@ -57,7 +57,7 @@ from harness.prune.criteria import lowest
 from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import PrunableNetwork
-from harness.prune.pruner import PRUNERS, MethodCard, Pruner
+from harness.prune.pruner import PRUNERS, MethodCard, Pruner, decide
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class SoftFilterPruner(Pruner):
         start = time.perf_counter()
         net, groups = self.structure(ctx)
         before = self.pruned
-        self.pruned = [self.choose(g, self.counts[g.index]) if self.counts[g.index] else [] for g in groups]
+        self.pruned = decide(ctx, lambda: [self.choose(g, self.counts[g.index]) if self.counts[g.index] else []
+                                           for g in groups])  # rank 0's masks on every rank
         zero_channels(groups, self.pruned)
         self._grad_masks = None
         regrown = None if before is None else sum(len(set(b) - set(a)) for a, b in zip(self.pruned, before))

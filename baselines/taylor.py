@@ -40,7 +40,7 @@ from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import PrunableNetwork
 from harness.prune.probe import bn_taylor_term
-from harness.prune.pruner import PRUNERS, MethodCard, Pruner, PruneSchedule
+from harness.prune.pruner import PRUNERS, MethodCard, Pruner, PruneSchedule, decide
 
 MOMENTUM = 0.9  # pruning_momentum of every released config
 
@@ -188,8 +188,9 @@ class Taylor(Pruner):
         sol = solve([g for _, g, _ in events], model, (1 - goal) * base, FINISH_TOLERANCE * base)
         before = sum(len(p) for p in self.pruned)
         # (a group passed over at the very end never gives back a channel it lost before)
-        self.pruned = [sorted(lowest(scores[g.index], max(sol.counts[g.index], len(self.pruned[g.index]))))
-                       for g in groups]
+        self.pruned = decide(ctx, lambda: [sorted(lowest(scores[g.index], max(sol.counts[g.index],
+                                                                              len(self.pruned[g.index]))))
+                                           for g in groups])  # rank 0's gates on every rank
         zero_channels(groups, self.pruned, batch_norm=True)
         self._masks = None
         self._hold_gates(ctx, momentum=True)

@@ -24,6 +24,7 @@ from harness.errors import UserError
 from harness.prune.flops import count_cost
 from harness.prune.flops import reduction as flops_reduction
 from harness.prune.prunable import PrunableNetwork, kept_modes
+from harness.prune.pruner import decide
 
 
 def example_input(ctx) -> torch.Tensor:
@@ -67,6 +68,8 @@ def prune_progressively(pruner: Any, ctx, budget: float, before_step: Callable[[
         # the step's selection, scored on the current weights (the groups share no channels)
         selection = [(g[0].dep.target.module, g[0].dep.handler, [int(i) for i in g[0].idxs])
                      for g in pruner.step(interactive=True)]
+        picked = decide(ctx, lambda: [idxs for _, _, idxs in selection])  # rank 0's channels on every rank
+        selection = [(module, fn, idxs) for (module, fn, _), idxs in zip(selection, picked, strict=True)]
         steps += 1
         groups = coupled_groups(net)
         model = FlopsModel(net, groups)
@@ -81,12 +84,12 @@ def prune_progressively(pruner: Any, ctx, budget: float, before_step: Callable[[
                 pruner.DG.get_pruning_group(module, fn, idxs).prune()
             flops = model.flops(counts)
             continue
-        landing = _land(pruner, selection, groups, model, lookup, budget, tolerance)
+        landing = _land(ctx, pruner, selection, groups, model, lookup, budget, tolerance)
         break
     return {"steps": steps, "landing_channels": landing}
 
 
-def _land(pruner, selection, groups, model: FlopsModel, lookup, budget: float, tolerance: float) -> int:
+def _land(ctx, pruner, selection, groups, model: FlopsModel, lookup, budget: float, tolerance: float) -> int:
     """Apply the first part of the last step's selection, in its own ranking, that meets the budget."""
     entries = []  # (rank key, our group, tp root module, pruning fn, channel)
     for module, fn, idxs in selection:
@@ -105,9 +108,13 @@ def _land(pruner, selection, groups, model: FlopsModel, lookup, budget: float, t
         if taken[g] < sol.counts[g]:
             taken[g] += 1
             chosen.setdefault(module, (fn, []))[1].append(i)
-    for module, (fn, idxs) in chosen.items():
-        pruner.DG.get_pruning_group(module, fn, sorted(idxs)).prune()
-    return sum(taken)
+    # ties in the ranking fall back to id(module), which differs between processes: rank 0's choice
+    position = {module: j for j, (module, _, _) in enumerate(selection)}
+    picks = decide(ctx, lambda: sorted((position[m], sorted(idxs)) for m, (_, idxs) in chosen.items()))
+    for j, idxs in picks:
+        module, fn, _ = selection[j]
+        pruner.DG.get_pruning_group(module, fn, idxs).prune()
+    return sum(len(idxs) for _, idxs in picks)
 
 
 def prune_with_library(pruner: Any, ctx, config: Any, criterion: str, before_step: Callable[[], None] | None = None,

@@ -71,7 +71,7 @@ def measure(root: Path, batch_size: int, workers: list[int], rounds: int, device
     dev = select_device(device)
     rows = []
     for w in workers:
-        sets = {d: load_dataset(DataConfig("imagenet", str(root), workers=w, decoder=d), dev) for d in DECODERS}
+        sets = {d: load_dataset(DataConfig("imagenet", str(root), loader_workers=w, decoder=d), dev) for d in DECODERS}
         rates: dict[str, list[float]] = {d: [] for d in DECODERS}
         for r in range(rounds + 1):
             order = DECODERS if r % 2 else DECODERS[::-1]  # alternate who goes first

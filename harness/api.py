@@ -13,7 +13,7 @@ from harness.errors import UserError
 from harness.prune.criteria import CRITERIA, CriterionInput, filter_rows, lowest
 from harness.prune.flops import Cost, count_cost, reduction
 from harness.prune.prunable import Layer, PrunableNetwork
-from harness.prune.pruner import PRUNERS, MethodCard, Pruner, PruneSchedule, StepResult
+from harness.prune.pruner import PRUNERS, MethodCard, Pruner, PruneSchedule, StepResult, decide
 
 __all__ = ["CRITERIA", "Cost", "CriterionInput", "Layer", "MethodCard", "PRUNERS", "PrunableNetwork", "PruneSchedule",
-           "Pruner", "StepResult", "UserError", "count_cost", "filter_rows", "lowest", "reduction"]
+           "Pruner", "StepResult", "UserError", "count_cost", "decide", "filter_rows", "lowest", "reduction"]

@@ -7,6 +7,10 @@
 
 `prune_to_target` is the one-call form. Between steps the harness may train (recovery) and
 checkpoint: `state_dict()` holds everything besides the model needed to continue.
+
+Data-parallel (``world``, `harness.train.distributed`): every rank runs the same steps on the
+same network; rank 0's moves are every rank's candidates, the candidates are evaluated split
+across the ranks (`laasp.split`), and every rank applies the same pick.
 """
 from __future__ import annotations
 
@@ -24,20 +28,25 @@ from harness.prune.criteria import CRITERIA, CriterionInput, lowest, needs_data
 from harness.prune.probe import Probe
 from harness.prune.prunable import Layer, PrunableNetwork
 from harness.prune.pruner import StepResult, cap_count  # noqa: F401 (the step API returns StepResult)
+from harness.train.distributed import SINGLE, World
 from laasp.racing import race
 from laasp.selection import Candidate, CandidateEvaluator
+from laasp.split import SplitEvaluator
 
 log = logging.getLogger("laasp")
 
 
 class LAASP:
     def __init__(self, model: nn.Module, config: LAASPConfig, subset_x: torch.Tensor, subset_y: torch.Tensor,
-                 input_size: int, in_channels: int, state: dict[str, Any] | None = None):
+                 input_size: int, in_channels: int, state: dict[str, Any] | None = None, world: World = SINGLE):
         config.validate()
         self.model = model
         self.config = config
+        self.world = world
         self.net = PrunableNetwork(model, input_size, in_channels)
         self.evaluator = CandidateEvaluator(model, subset_x, subset_y, config.chunk_size, config.candidate_batch)
+        if world.distributed:
+            self.evaluator = SplitEvaluator(self.evaluator, world)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.trace: list[dict[str, Any]] = []
         self.baseline_flops = count_cost(model, input_size, in_channels).flops
@@ -99,20 +108,28 @@ class LAASP:
             self._probe = Probe(self.model, self.evaluator.x, self.evaluator.y, targets)
         return self._probe
 
-    def candidates(self) -> list[Candidate]:
-        """Every (layer, criterion) move, merged when two produce the same network."""
-        by_key: dict[tuple, Candidate] = {}
+    def moves(self) -> list[tuple[str, str, list[int]]]:
+        """Every (layer, criterion, filters it removes) of this step, in the authors' loop order."""
         probe = self.probe()
+        moves = []
         for layer in self.open_layers():
             n = self.step_size(layer)
             for crit in self.config.criteria:
                 scores = CRITERIA.get(crit)(CriterionInput(layer.module, layer.bn, self.generator, probe))
-                removal = self.net.removal(layer, lowest(scores, n))
-                key = removal.key(self.net.names)
-                if key in by_key:
-                    by_key[key].sources.append((layer.name, crit))
-                else:
-                    by_key[key] = Candidate(removal, [(layer.name, crit)])
+                moves.append((layer.name, crit, [int(i) for i in lowest(scores, n)]))
+        return moves
+
+    def candidates(self) -> list[Candidate]:
+        """Every move, merged when two produce the same network. Data-parallel, rank 0's moves
+        are every rank's: its scores decide (no rounding difference can split the ranks)."""
+        by_key: dict[tuple, Candidate] = {}
+        for layer_name, crit, idxs in self.world.decide(self.moves):
+            removal = self.net.removal(self.net.by_name[layer_name], idxs)
+            key = removal.key(self.net.names)
+            if key in by_key:
+                by_key[key].sources.append((layer_name, crit))
+            else:
+                by_key[key] = Candidate(removal, [(layer_name, crit)])
         return list(by_key.values())
 
     def select(self, candidates: list[Candidate]) -> Candidate:

@@ -44,7 +44,8 @@ class LAASPPruner(Pruner):
         subset_size = min(subset_size, pool or subset_size)
         subset_x, subset_y = data.loss_subset(subset_size, seed=ctx.config.seed, pool=pool)
         loop = ctx.pruner_state or {"laasp": None, **Recovery.initial_state()}
-        pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels, state=loop["laasp"])
+        pruner = LAASP(ctx.model, cfg, subset_x, subset_y, data.image_size, data.in_channels, state=loop["laasp"],
+                       world=ctx.world)
         recovery = Recovery(ctx, cfg, loop)
 
         def save(entry: dict[str, Any] | None) -> None:

@@ -274,7 +274,7 @@ def test_zip_extracted_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_streaming_imagefolder(tmp_path: Path) -> None:
     root = write_tree(tmp_path, ["a", "b"], {"train": 3, "test": 2}, side=80)
-    ds = load_dataset(DataConfig("imagefolder", str(root), workers=0))
+    ds = load_dataset(DataConfig("imagefolder", str(root), loader_workers=0))
     assert (ds.storage, ds.image_size, ds.in_channels, ds.train_size) == ("streaming", 224, 3, 6)
     assert ds.describe()["mean"] == list(data_config.IMAGENET_STATS[0])
     xs, ys = zip(*ds.test_batches(3))

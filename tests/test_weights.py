@@ -15,7 +15,7 @@ from harness.models import build_model
 from harness.models.pretrained import load_pretrained, read_state_dict, sha256
 from tests.test_data import write_tree
 
-TREE = ["--dataset", "imagefolder", "--epochs", "1", "--batch-size", "8", "--workers", "0", "--quiet"]
+TREE = ["--dataset", "imagefolder", "--epochs", "1", "--batch-size", "8", "--loader-workers", "0", "--quiet"]
 
 
 def one_error(capsys, argv: list[str]) -> str:

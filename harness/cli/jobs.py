@@ -77,7 +77,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     model, payload = load_checkpoint(args.checkpoint)
     run = payload["meta"].get("record", {})
-    data_cfg = DataConfig(**{k: v for k, v in run["config"]["data"].items()})
+    data_cfg = DataConfig.from_record(run["config"]["data"])
     # Same data settings as the run (train subset included: an ImageFolder set's normalisation
     # statistics come from the training images it loaded).
     recorded_root = data_cfg.data_root and str(resolve_path(data_cfg.data_root))  # records: repository-relative

@@ -26,6 +26,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs per trial (default 1; also torch threads)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="GPUs per trial, fractions allowed (default 0)")
     p.add_argument("--max-concurrent", type=int, default=None, help="at most K trials at once (default: as resources allow)")
+    p.add_argument("--workers-per-trial", type=int, default=None,
+                   help="run each trial as N data-parallel processes on one machine (like run --workers N); they "
+                        "share the trial's --cpus-per-trial (default N) and --gpus-per-trial (0, or N: one GPU each)")
     p.add_argument("--data-root", help="dataset folder or .zip for every trial (CIFAR, ImageNet, ImageFolder)")
     p.add_argument("--max-failures", type=int, default=None,
                    help="Ray: restart a trial whose worker process died (SIGKILL, a lost node) from its last "
@@ -43,7 +46,8 @@ def sweep_main(args: argparse.Namespace) -> int:
 
     overrides = {"executor": args.executor, "address": args.address, "cpus_per_trial": args.cpus_per_trial,
                  "gpus_per_trial": args.gpus_per_trial, "max_concurrent": args.max_concurrent,
-                 "max_failures": args.max_failures, "data_root": args.data_root}
+                 "max_failures": args.max_failures, "data_root": args.data_root,
+                 "workers_per_trial": args.workers_per_trial}
     if args.resume:
         if args.space or args.name:
             raise UserError("--resume NAME continues a sweep from its own copy of the space; drop the SPACE "
@@ -58,11 +62,13 @@ def sweep_main(args: argparse.Namespace) -> int:
         if args.force:
             raise UserError("--force goes with --resume NAME (a new sweep has nothing to force)")
         space = Path(args.space) if args.space else DEFAULT_SPACE
+        workers = 1 if args.workers_per_trial is None else args.workers_per_trial
         resources = Resources(executor=args.executor or "ray", address=args.address,
-                              cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+                              cpus_per_trial=max(1.0, workers) if args.cpus_per_trial is None else args.cpus_per_trial,
                               gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
                               max_concurrent=args.max_concurrent,
-                              max_failures=2 if args.max_failures is None else args.max_failures)
+                              max_failures=2 if args.max_failures is None else args.max_failures,
+                              workers_per_trial=workers)
         sweep = Sweep.create(space, args.name, args.results_dir, resources, data_root=args.data_root)
     return run_sweep(sweep)
 

@@ -35,8 +35,17 @@ class DataConfig:
     test_subset: int | None = None
     subset_seed: int = 0  # the subset is the same for every training seed and pruner
     download: bool = False  # CIFAR only: let torchvision download into data_root
-    workers: int = 4  # DataLoader workers for streaming (ImageNet-size) datasets
+    loader_workers: int = 4  # DataLoader workers (per training process) for streaming (ImageNet-size) datasets
     decoder: str = DEFAULT_DECODER  # streamed data: torchvision (batched JPEG pipeline) or pil (per image)
+
+    @classmethod
+    def from_record(cls, saved: dict[str, Any]) -> "DataConfig":
+        """The config a record or checkpoint holds. Records written before the rename of
+        ``workers`` (now the data-parallel process count of a run) call it ``workers``."""
+        values = dict(saved)
+        if "workers" in values:
+            values.setdefault("loader_workers", values.pop("workers"))
+        return cls(**values)
 
     def validate(self) -> None:
         """Cheap checks that need no data on disk, so the CLI fails before any work."""
@@ -46,8 +55,8 @@ class DataConfig:
                 raise UserError(
                     f"--{flag} must be at least 1 (got {value}); pass a positive image count or omit it"
                 )
-        if self.workers < 0:
-            raise UserError(f"--workers must be >= 0 (got {self.workers}); pass 0 to load in-process")
+        if self.loader_workers < 0:
+            raise UserError(f"--loader-workers must be >= 0 (got {self.loader_workers}); pass 0 to load in-process")
         DECODERS.get(self.decoder)  # unknown: the message lists the registered decoders
         if self.download and not meta.get("downloadable"):
             raise UserError(

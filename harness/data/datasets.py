@@ -52,12 +52,22 @@ class Dataset(ABC):
         self._stats_t = tuple(torch.tensor(v, dtype=torch.float32, device=device) for v in stats)
 
     @abstractmethod
-    def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
-        """Shuffled, augmented, normalized batches on the device; deterministic per epoch_seed."""
+    def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        """Shuffled, augmented, normalized batches on the device; deterministic per epoch_seed.
+
+        Data-parallel runs (``world`` > 1 processes): ``batch_size`` is the batch of one rank.
+        Every rank draws the same seeded permutation of the training set, padded to a multiple
+        of ``world`` with its own first indices (as `DistributedSampler` pads), and rank ``r``
+        takes its positions ``r, r + world, ...`` (`shard_positions`), so the ranks' k-th
+        batches together are positions ``[k B, (k+1) B)`` of the permutation, with ``B =
+        batch_size x world``, and every rank has as many batches as the others. An image's
+        augmentation depends on its position in the permutation, not on the rank or world.
+        """
 
     @abstractmethod
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        """Un-augmented, normalized batches in a fixed order."""
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        """Un-augmented, normalized batches in a fixed order; with ``world`` > 1, rank ``rank``'s
+        contiguous share of the test set (`shard_range`: the shares cover it exactly once)."""
 
     @abstractmethod
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
@@ -115,20 +125,23 @@ class InMemoryDataset(Dataset):
         self.test_x, self.test_y = (t.to(self.device) for t in test)
         self.pad, self.flip = pad, flip
 
-    def train_batches(self, batch_size: int, epoch_seed: int) -> Iterator[Batch]:
+    def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(epoch_seed)
         order = torch.randperm(self.train_size, generator=gen)
-        # Every batch's crops and flips drawn up front, in the order the batches use them (the same
-        # draws as batch by batch), then moved to the device with the order in one copy per epoch.
-        draws = [draw_augment(len(idx), self.pad, self.flip, gen) for idx in order.split(batch_size)]
+        # Every global batch's crops and flips drawn up front, in the order the batches use them (the
+        # same draws as batch by batch, and as one process with the global batch), then moved to the
+        # device with the order in one copy per epoch.
+        draws = [draw_augment(len(idx), self.pad, self.flip, gen) for idx in order.split(batch_size * world)]
         packed = torch.cat([order.view(1, -1), torch.cat(draws, dim=1)])  # (4, N): index, dy, dx, flip
+        packed = packed[:, shard_positions(self.train_size, rank, world)]
         for part in packed.to(self.device).split(batch_size, dim=1):
             idx = part[0]
             x = apply_augment(self.train_x[idx], part[1:], self.pad, self.flip)
             yield self._normalize(x), self.train_y[idx]
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        for x, y in zip(self.test_x.split(batch_size), self.test_y.split(batch_size)):
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        share = slice(*shard_range(self.test_size, rank, world))
+        for x, y in zip(self.test_x[share].split(batch_size), self.test_y[share].split(batch_size)):
             yield self._normalize(x), y
 
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
@@ -147,7 +160,7 @@ class _FileImages(torch.utils.data.Dataset):
     """Image files -> (uint8 CHW tensor, label); a per-item seed makes augmentation reproducible.
 
     Seeding each item from (seed, index) gives the same crops whatever the worker count;
-    `fork_rng` keeps the global CPU RNG of the main process untouched when workers == 0, and the
+    `fork_rng` keeps the global CPU RNG of the main process untouched when loader_workers == 0, and the
     CUDA generators (dropout on the GPU) are never touched.
     """
 
@@ -171,17 +184,9 @@ class _FileImages(torch.utils.data.Dataset):
             return self.transform(img), self.labels[i]
 
 
-def shard(order: Tensor, rank: int, world: int) -> Tensor:
-    """Rank ``rank``'s part of an epoch's order: every ``world``-th position from ``rank`` on, as
-    DistributedSampler does (without its padding), so the ranks' parts are disjoint and cover it."""
-    if not 0 <= rank < world:
-        raise UserError(f"rank {rank} is not in [0, world {world}); pass 0 <= rank < world")
-    return order[rank::world]
-
-
 @DECODERS.register("pil")
 class StreamingDataset(Dataset):
-    """ImageNet-size ImageFolder trees read through a DataLoader with `workers` processes."""
+    """ImageNet-size ImageFolder trees read through a DataLoader with `loader_workers` processes."""
 
     storage = "streaming"
     decoder = "pil"
@@ -206,7 +211,7 @@ class StreamingDataset(Dataset):
     def _stream(self, images: torch.utils.data.Dataset, batch_size: int) -> Iterator[Batch]:
         on_cuda = self.device.type == "cuda"
         loader = torch.utils.data.DataLoader(  # own generator: leave the global RNG alone
-            images, batch_size=batch_size, shuffle=False, num_workers=self.cfg.workers,
+            images, batch_size=batch_size, shuffle=False, num_workers=self.cfg.loader_workers,
             pin_memory=on_cuda, generator=torch.Generator().manual_seed(0),
         )
         for x, y in loader:
@@ -219,11 +224,13 @@ class StreamingDataset(Dataset):
 
     def train_batches(self, batch_size: int, epoch_seed: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         order = torch.randperm(self.train_size, generator=torch.Generator().manual_seed(epoch_seed))
-        # crops are seeded per image, so an image is augmented alike whatever the number of ranks
-        yield from self._stream(self._train_images(shard(order, rank, world), epoch_seed), batch_size)
+        order = order[shard_positions(self.train_size, rank, world)]  # DistributedSampler's shard
+        yield from self._stream(self._train_images(order, epoch_seed), batch_size)
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         images = _FileImages(self.test.files, self.test.labels, self._transform(False), None)
+        if world > 1:
+            images = torch.utils.data.Subset(images, range(*shard_range(self.test_size, rank, world)))
         yield from self._stream(images, batch_size)
 
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
@@ -233,6 +240,24 @@ class StreamingDataset(Dataset):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "decoder": self.decoder}
+
+
+def shard_positions(total: int, rank: int, world: int) -> Tensor:
+    """Rank ``rank``'s positions in an epoch's permutation of ``total`` items: ``rank, rank +
+    world, ...`` after padding the permutation to a multiple of ``world`` with its first
+    positions (`DistributedSampler`'s rule), so every rank gets ``ceil(total / world)`` items
+    and as many batches. One process gets every position, unpadded."""
+    if not 0 <= rank < world:
+        raise UserError(f"rank {rank} is not in [0, world {world}); pass 0 <= rank < world")
+    if world == 1:
+        return torch.arange(total)
+    padded = -(-total // world) * world
+    return (torch.arange(rank, padded, world) % total) if total else torch.arange(0)
+
+
+def shard_range(total: int, rank: int, world: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank ``rank``'s contiguous share of ``total`` items (evaluation)."""
+    return total * rank // world, total * (rank + 1) // world
 
 
 def subset_indices(total: int, k: int | None, seed: int, flag: str, what: str) -> Tensor | None:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from harness.data.config import DECODERS, Batch
-from harness.data.datasets import StreamingDataset, shard
+from harness.data.datasets import StreamingDataset, shard_positions, shard_range
 from harness.data.files import _decode_one
 
 SCALE = (0.08, 1.0)
@@ -257,11 +257,12 @@ class JpegStreamingDataset(StreamingDataset):
         gen = torch.Generator().manual_seed(epoch_seed)
         order = torch.randperm(self.train_size, generator=gen)
         draws = draw_crops(self.train_size, gen)  # by position in the order: a rank's images crop alike
-        positions = shard(torch.arange(self.train_size), rank, world)
+        positions = shard_positions(self.train_size, rank, world)  # padded like DistributedSampler: equal batch counts
         yield from self._batches(self.train.files, self.train.labels, order[positions], draws[positions], batch_size)
 
-    def test_batches(self, batch_size: int) -> Iterator[Batch]:
-        yield from self._batches(self.test.files, self.test.labels, torch.arange(self.test_size), None, batch_size)
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
+        share = torch.arange(*shard_range(self.test_size, rank, world))
+        yield from self._batches(self.test.files, self.test.labels, share, None, batch_size)
 
     def loss_subset(self, n: int, seed: int, pool: int | None = None) -> Batch:
         gen = torch.Generator().manual_seed(seed)
@@ -276,7 +277,7 @@ class JpegStreamingDataset(StreamingDataset):
                         None if draws is None else list(draws.split(batch_size)), on_gpu,
                         (self.crop_size, self.resize_size))
         loader = torch.utils.data.DataLoader(  # own generator: its base seed would be drawn from the global RNG
-            jobs, batch_size=None, shuffle=False, num_workers=self.cfg.workers, collate_fn=_as_is,
+            jobs, batch_size=None, shuffle=False, num_workers=self.cfg.loader_workers, collate_fn=_as_is,
             generator=torch.Generator().manual_seed(0))
         for x, draws_b, y in loader:
             if on_gpu:

@@ -26,6 +26,7 @@ class JobConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16 (harness.train.device)
     deterministic: bool = False  # CUDA: deterministic kernels, no autotuning
     compile: bool = False  # torch.compile training where shapes no longer change (harness.train.compiled)
+    workers: int = 1  # data-parallel processes (harness.job.launch); optim.batch_size is the global batch
     out: str | None = None
     progress: bool = True
     pruner: str | None = None
@@ -44,6 +45,13 @@ class JobConfig:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1 (got {self.epochs})")
+        if self.workers < 1:
+            raise UserError(f"--workers must be >= 1 (got {self.workers}): it is the number of data-parallel "
+                            "processes (1 trains in this process; DataLoader workers are --loader-workers)")
+        if self.optim.batch_size % self.workers:
+            raise UserError(f"--batch-size {self.optim.batch_size} does not split evenly across --workers "
+                            f"{self.workers}: each process trains on batch_size / workers images per step; "
+                            "pass a batch size that is a multiple of --workers")
         if self.init_checkpoint and not Path(self.init_checkpoint).is_file():  # a sweep checks every trial up front
             what = "is a folder" if Path(self.init_checkpoint).is_dir() else "no such file"
             raise UserError(f"--from-checkpoint {self.init_checkpoint}: {what}; pass the checkpoint.pt written by a "
@@ -98,7 +106,9 @@ class JobConfig:
     def identity(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed (output and display settings may differ)."""
         d = to_jsonable(asdict(self))
-        for key in ("out", "progress", "device"):
+        # where a run computes (device, how many processes) does not change what it computes: a run
+        # started on 2 processes may resume on 1 (README, Data-parallel runs)
+        for key in ("out", "progress", "device", "workers"):
             d.pop(key, None)
         for late in ("budget_epoch", "weights"):  # added later: states saved before them still resume
             if d.get(late) is None:

@@ -64,7 +64,8 @@ _DATA = (
     Option("test_subset", "int", "data", "use a fixed random subset of N test images"),
     Option("subset_seed", "int", "data", "seed of the subsets (same for every run seed)", default=0),
     Option("download", "bool", "data", "CIFAR only: download into --data-root when missing", default=False),
-    Option("workers", "int", "data", "DataLoader workers for ImageNet-size data", default=4),
+    Option("loader_workers", "int", "data", "DataLoader worker processes (per training process) for ImageNet-size "
+           "data (called --workers before --workers became the process count)", default=4),
     Option("decoder", "str", "data", "ImageNet-size data: torchvision (file bytes decoded by torchvision.io, on the "
            "GPU when there is one, crop/flip/normalize on whole batches; default, measured faster) or pil (the "
            "per-image PIL transforms)", default="torchvision", choices=("torchvision", "pil")),
@@ -84,6 +85,9 @@ _TRAINING = (
            "IMAGENET1K_V1 weights from the torch hub cache; torchvision:NAME for another); ImageNet models only; "
            "with a pruner the pretrained network is pruned at once (prune epoch 0) unless --prune-epoch says",
            path=True, metavar="FILE|torchvision"),
+    Option("workers", "int", "training", "data-parallel training processes of this run (torch.distributed: NCCL, one "
+           "GPU each, on CUDA; gloo on CPU); the batch size stays the global batch, split evenly across them",
+           default=1),
     Option("device", "str", "training", "auto (CUDA if present), cpu, cuda, cuda:N", default="auto"),
     Option("precision", "str", "training", "arithmetic of training and evaluation: auto (bf16 on GPUs with native "
            "bf16, else fp16 with a gradient scaler; fp32 on CPU), fp32 (true fp32, TF32 off), bf16, fp16",
@@ -220,7 +224,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
     )
     data = DataConfig(dataset=opts["dataset"], data_root=opts.get("data_root"), train_subset=opts.get("train_subset"),
                       test_subset=opts.get("test_subset"), subset_seed=opts["subset_seed"], download=opts["download"],
-                      workers=opts["workers"], decoder=opts["decoder"])
+                      loader_workers=opts["loader_workers"], decoder=opts["decoder"])
     budget, budget_epoch = opts.get("epoch_budget"), opts.get("budget_epoch")
     if opts.get("match_epochs"):
         budget = epochs_of_record(opts["match_epochs"])
@@ -230,7 +234,7 @@ def job_config_from_options(options: Mapping[str, Any], pruner_config: Any = Non
         budget_epoch = default_prune_epoch(recipe, epochs)  # where a pruned run of the recipe adds its epochs
     cfg = JobConfig(model=opts["model"], data=data, optim=optim, epochs=epochs, seed=opts["seed"],
                     device=opts["device"], precision=_precision(opts), deterministic=opts["deterministic"],
-                    compile=opts["compile"],
+                    compile=opts["compile"], workers=opts["workers"],
                     out=opts.get("out"), progress=not opts["quiet"],
                     pruner=opts.get("pruner"), pruner_config=pruner_config,
                     init_checkpoint=opts.get("from_checkpoint"), weights=opts.get("weights"),

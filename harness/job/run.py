@@ -1,7 +1,10 @@
 """One run of the benchmark: train (and, with a pruner, prune) a model, then write its record.
 
 This is the Ray-free core: the CLI calls it directly, and sweep trainables wrap it, passing a
-``report`` callback. The run is resumable: after every epoch and every pruning step its whole
+``report`` callback. With ``workers`` > 1 it runs as that many data-parallel processes
+(`harness.job.launch`); this process is rank 0, the only one that reports and writes.
+
+The run is resumable: after every epoch and every pruning step its whole
 state (network, optimizer, history, pruner progress, RNG) is written atomically to
 ``state_path``; calling `run_job` again with the same config and state file continues where
 the run stopped instead of starting over.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,11 +23,13 @@ from torch import nn
 from harness.job.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
 from harness.data import DataConfig, Dataset, load_dataset
 from harness.train.device import Precision, select_device
+from harness.train.distributed import SINGLE, World, current_world
 from harness.train.engine import Engine, TrainHooks, TrainingState, loss_passes, make_optimizer
 from harness.errors import UserError
 from harness.prune.flops import Cost, count_cost, reduction
 from harness.prune.pruner import check_reachable
 from harness.job.config import JobConfig
+from harness.job.launch import join_torchrun, run_data_parallel, torchrun_world_size
 from harness.job.schedule import FINAL_SHAPE_PHASES, run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
 from harness.models.pretrained import is_hub, load_weights
@@ -49,6 +54,7 @@ class JobContext:
     baseline_cost: Cost
     report_fn: Report | None = None
     state_path: Path | None = None
+    world: World = SINGLE  # data-parallel: every rank runs this job; rank 0 alone reports and writes
     timings: dict[str, float] = field(default_factory=dict)
     stage: str = "train"  # train -> prune -> finetune -> done
     pruner_state: dict[str, Any] | None = None  # the pruner's own progress, saved with the run
@@ -148,7 +154,7 @@ class JobContext:
 
     def report(self, entry: dict[str, Any]) -> None:
         """Report without saving state (e.g. in the middle of an atomic one-shot prune)."""
-        if self.report_fn is not None:
+        if self.report_fn is not None and self.world.main:
             self.report_fn(entry, None)
 
     def checkpoint(self, entry: dict[str, Any] | None = None) -> None:
@@ -156,7 +162,7 @@ class JobContext:
         # Pruning slices weights into new tensors of default layout; back to the run's one
         # memory format, so a resumed network computes exactly what the uninterrupted one does.
         self.precision.prepare_model(self.model)
-        if self.state_path is not None:
+        if self.state_path is not None and self.world.main:
             opt = self.state.optimizer
             save_checkpoint(self.state_path, self.model, self.config.model, self.data.num_classes,
                             self.data.in_channels, meta={"job": self.config.identity()}, extra_state={
@@ -176,16 +182,19 @@ class JobContext:
                                 "grad_scaler": _scaler_state(self.state.scaler),
                                 **capture_rng(self.precision.device),
                             })
-        if entry is not None and self.report_fn is not None:
+        if entry is not None and self.report_fn is not None and self.world.main:
             self.report_fn(entry, self.state_path)
 
 
-def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | None = None) -> JobContext:
-    """Validate, load data and build the model: every input error surfaces here, before training."""
+def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | None = None,
+            world: World = SINGLE) -> JobContext:
+    """Validate, load data and build the model: every input error surfaces here, before training.
+    Every rank of a data-parallel run prepares the same way (and resumes from the same state)."""
     cfg.validate()
     resume = _read_state(state_path, cfg) if state_path is not None and Path(state_path).exists() else None
     init = read_checkpoint(cfg.init_checkpoint) if cfg.init_checkpoint and resume is None else None
-    device = select_device(cfg.device)
+    nccl = world.distributed and world.backend == "nccl"
+    device = torch.device("cuda", world.local_rank) if nccl else select_device(cfg.device)
     precision = Precision(device, mode=cfg.precision, deterministic=cfg.deterministic)
     precision.configure()
     data = load_dataset(cfg.data, device)
@@ -206,9 +215,10 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     if resume is not None:
         model = model_from_payload(resume)
     model = precision.prepare_model(model)
-    engine = Engine(data, cfg.optim, precision, cfg.seed, progress=cfg.progress, compile=cfg.compile)
+    engine = Engine(data, cfg.optim, precision, cfg.seed, progress=cfg.progress and world.main, compile=cfg.compile,
+                    world=world)
     ctx = JobContext(cfg, data, precision, engine, TrainingState(model), baseline, report,
-                     Path(state_path) if state_path is not None else None)
+                     Path(state_path) if state_path is not None else None, world)
     ctx.weights = weights
     if resume is not None:
         _restore(ctx, resume["extra_state"])
@@ -236,8 +246,13 @@ def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
 
 
 def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode,
-    or before --decoder (in-memory data ignore it; no streamed run had been made then)."""
+    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode;
+    one written before --loader-workers called it ``data.workers``; one written before --decoder
+    has none (in-memory data ignore it; no streamed run had been made then)."""
+    if saved and "workers" in (saved.get("data") or {}):
+        data = dict(saved["data"])
+        data.setdefault("loader_workers", data.pop("workers"))
+        saved = {**saved, "data": data}
     if saved and isinstance(saved.get("data"), dict) and "decoder" not in saved["data"]:
         saved = {**saved, "data": {**saved["data"], "decoder": DataConfig().decoder}}
     if not saved or "amp" not in saved or "precision" in saved:
@@ -288,12 +303,37 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
     resumed; the state file is removed once the record is written.
     """
     wall_start = time.perf_counter()
-    if cfg.out and (Path(cfg.out) / "record.json").exists():
-        raise UserError(f"{Path(cfg.out) / 'record.json'} already exists: that run is finished; "
-                        "choose another --out (nothing was overwritten)")
-    if cfg.out:
-        ensure_writable_folder(cfg.out, "--out", keep=False)  # refused input leaves no folder behind
-    ctx = prepare(cfg, report, Path(state_path) if state_path is not None else None)
+    state = Path(state_path) if state_path is not None else None
+    world = current_world()
+    joined = False
+    if not world.distributed and torchrun_world_size() > 1:
+        world, joined = join_torchrun(cfg.workers, cfg.device), True
+        cfg = replace(cfg, workers=world.size)  # the record says how many processes ran it
+    try:
+        if world.main:
+            if cfg.out and (Path(cfg.out) / "record.json").exists():
+                raise UserError(f"{Path(cfg.out) / 'record.json'} already exists: that run is finished; "
+                                "choose another --out (nothing was overwritten)")
+            if cfg.out:
+                ensure_writable_folder(cfg.out, "--out", keep=False)  # refused input leaves no folder behind
+        if cfg.workers > 1 and not world.distributed:
+            cfg.validate()  # a bad input fails here, before any process starts
+            return run_data_parallel(cfg.workers, cfg.device, lambda w: _run(cfg, report, state, w, wall_start),
+                                     rank_job, (cfg, state))
+        return _run(cfg, report, state, world, wall_start)
+    finally:
+        if joined:
+            torch.distributed.destroy_process_group()
+
+
+def rank_job(cfg: JobConfig, state_path: Path | None, world: World) -> None:
+    """What a spawned rank of a data-parallel run does: the job, without reports or files."""
+    _run(cfg, None, state_path, world, time.perf_counter())
+
+
+def _run(cfg: JobConfig, report: Report | None, state_path: Path | None, world: World,
+         wall_start: float) -> dict[str, Any]:
+    ctx = prepare(cfg, report, state_path, world)
     ctx.started = wall_start  # data loading and model building count too
     if cfg.pruner is None:
         run_unpruned_schedule(ctx)
@@ -308,11 +348,14 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         extra.update(scratch=cfg.scratch.block(), target_flops=cfg.scratch.target_flops)
     if ctx.weights is not None:
         extra["weights"] = ctx.weights
-    if cfg.pruner is not None or cfg.scratch is not None:
+    if (cfg.pruner is not None or cfg.scratch is not None) and world.main:  # measured once, while the other ranks wait
         from harness.job.latency import job_speedup
 
         extra["latency"] = job_speedup(ctx)  # the pruned network against the unpruned one, this device
     record = build_record(ctx, final, ctx.wall_s(), extra)
+    if not world.main:
+        world.barrier()  # rank 0 writes the files; the run ends for every rank together
+        return record
     if cfg.out:
         out = Path(cfg.out)
         ckpt = save_checkpoint(out / "checkpoint.pt", ctx.model, cfg.model, ctx.data.num_classes,
@@ -321,6 +364,7 @@ def run_job(cfg: JobConfig, report: Report | None = None, state_path: str | Path
         write_json_atomic(out / "record.json", record)
     if ctx.state_path is not None:
         ctx.state_path.unlink(missing_ok=True)
+    world.barrier()
     return record
 
 
@@ -357,6 +401,7 @@ def build_record(ctx: JobContext, final: dict[str, float], wall_time_s: float,
         "wall_time_s": wall_time_s,
         "timings": ctx.timings,
         "compile": ctx.engine.compiler.summary(),
+        "distributed": ctx.world.describe(cfg.optim.batch_size),
         **extra,
     })
 

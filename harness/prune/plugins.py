@@ -29,11 +29,8 @@ def load_plugin(spec: str) -> None:
         if not path.is_file():
             raise UserError(f"--plugin {spec}: file not found; pass a .py file or an importable module name")
         module_name = f"laasp_plugin_{abs(hash(str(path.resolve())))}"
-        loader_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(loader_spec)
-        sys.modules[module_name] = module
         try:
-            loader_spec.loader.exec_module(module)
+            _exec_file(module_name, path)
         except UserError:
             raise
         except Exception as exc:
@@ -45,6 +42,31 @@ def load_plugin(spec: str) -> None:
         raise
     except Exception as exc:
         raise UserError(f"--plugin {spec} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+_PLUGIN_FILES: dict[str, str] = {}  # module name -> file of every plugin file imported here
+
+
+def _exec_file(module_name: str, path: Path) -> None:
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    loader_spec.loader.exec_module(module)
+    _PLUGIN_FILES[module_name] = str(path.resolve())
+
+
+def plugin_files() -> dict[str, str]:
+    """The plugin files this process imported, by module name (a data-parallel run's other
+    processes import them under the same names, so pickled pruner configs resolve there)."""
+    return dict(_PLUGIN_FILES)
+
+
+def load_plugin_files(files: dict[str, str]) -> None:
+    """Import `plugin_files` of another process under their names (the built-in pruners too)."""
+    load_builtin_pruners()
+    for module_name, path in files.items():
+        if module_name not in sys.modules:
+            _exec_file(module_name, Path(path))
 
 
 _LOADED_PLUGINS: set[str] = set()

@@ -15,12 +15,22 @@ import dataclasses
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 from harness.errors import UserError
 from harness.registry import Registry
 
 PRUNERS: Registry[type["Pruner"]] = Registry("pruner")
+T = TypeVar("T")
+
+
+def decide(ctx, choose: Callable[[], T]) -> T:
+    """``choose()``, made once: in a data-parallel run (``--workers``) rank 0 calls it and every
+    rank gets its answer, so the ranks never apply different removals or masks (a score computed
+    on every rank could round differently). A context without a ``world`` (one process, a test's
+    stand-in) just calls it. ``choose`` must not use collectives; its answer must pickle."""
+    world = getattr(ctx, "world", None)
+    return choose() if world is None else world.decide(choose)
 
 
 def cap_count(filters: int, max_prune_rate: float) -> int:

@@ -52,6 +52,7 @@ class Resources:
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
     max_failures: int = 2  # restarts of a trial whose worker died (Ray), from its last checkpoint
+    workers_per_trial: int = 1  # data-parallel processes of each trial; they share the trial's CPUs and GPUs
 
     @property
     def threads(self) -> int:
@@ -65,7 +66,7 @@ class Sweep:
         self.root, self.meta, self.space, self.resources, self.lock = root, meta, space, resources, lock
         self.name = meta["name"]
         self.ctx = SweepContext(self.name, str(root), tuple(space.plugins), resources.threads, resources.executor,
-                                space.search.describe() if space.search else None)
+                                space.search.describe() if space.search else None, resources.workers_per_trial)
         self.grid = plan_grid(space) if space.kind == "grid" else []
 
     # ------------------------------------------------------------------ creation / resume
@@ -260,6 +261,15 @@ def _check_resources(res: Resources, space: Space) -> None:
         raise UserError(f"--cpus-per-trial must be > 0 (got {res.cpus_per_trial})")
     if res.gpus_per_trial < 0:
         raise UserError(f"--gpus-per-trial must be >= 0 (got {res.gpus_per_trial})")
+    if res.workers_per_trial < 1:
+        raise UserError(f"--workers-per-trial must be >= 1 (got {res.workers_per_trial})")
+    if res.workers_per_trial > 1 and res.cpus_per_trial < res.workers_per_trial:
+        raise UserError(f"--workers-per-trial {res.workers_per_trial} runs that many processes per trial, each "
+                        f"needing a core, but --cpus-per-trial is {res.cpus_per_trial:g}; pass --cpus-per-trial "
+                        f"{res.workers_per_trial} or more")
+    if res.workers_per_trial > 1 and res.gpus_per_trial and res.gpus_per_trial != res.workers_per_trial:
+        raise UserError(f"--workers-per-trial {res.workers_per_trial} on GPUs runs one process per GPU: pass "
+                        f"--gpus-per-trial {res.workers_per_trial} (got {res.gpus_per_trial:g})")
     if res.max_concurrent is not None and res.max_concurrent < 1:
         raise UserError(f"--max-concurrent must be >= 1 (got {res.max_concurrent})")
     if res.executor == "serial" and res.address:

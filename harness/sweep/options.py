@@ -16,7 +16,7 @@ MATCH_LAASP = "laasp"  # epoch_budget: laasp
 SCRATCH_KEYS = ("arch_from", "scratch")
 # What a scratch trial keeps only to find its twin (same values); its own run never reads them.
 SCRATCH_MATCH_ONLY = ("target_flops", "prune_epoch", "from_checkpoint")
-EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed"}
+EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed", "workers"}
 UNPRUNED_NAMES = (None, "none", "unpruned")
 PRUNED_ONLY = ("from_checkpoint",)  # run options (beside the pruning ones) only a pruned trial reads
 UNPRUNED_ONLY = ("budget_epoch",)   # ... only an unpruned trial reads (epoch_budget applies to both)
@@ -95,6 +95,10 @@ def coerce_option(key: str, value: Any, line: int, base_dir: Path | None) -> Any
         raise _Located(line, "set seeds with the top-level 'seeds' list, not 'seed'")
     if key in SCRATCH_KEYS:
         return _coerce_scratch(key, value, line)
+    if key == "workers":
+        raise _Located(line, "a trial's data-parallel processes are a resource of the sweep: pass --workers-per-trial "
+                             "N to `run_bench.py sweep` (Tune then reserves --cpus-per-trial/--gpus-per-trial for "
+                             "all N), not 'workers' in the space file")
     if key not in actions:
         names = sorted([*actions, *SCRATCH_KEYS])
         raise _Located(line, f"unknown option {key!r}{_did_you_mean(key, names)}; options are the flags of "

@@ -51,6 +51,7 @@ class SweepContext:
     threads: int = 1
     executor: str = "serial"
     search: dict[str, Any] | None = None   # Search.describe() of an Optuna sweep
+    workers: int = 1                       # data-parallel processes per trial (--workers-per-trial)
 
     @property
     def records(self) -> Path:
@@ -149,7 +150,8 @@ def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
         if trial.budget_from:
             options.update(_matched_budget(ctx, trial.budget_from, options))
         source = _scratch_source(ctx, trial.arch_from_trial) if trial.arch_from_trial else None
-        cfg = job_config(options, str(out), ctx.plugins, arch_source=source)
+        # a trial's processes are a resource of the sweep (Tune reserves the trial's CPUs/GPUs for all of them)
+        cfg = job_config({**options, "workers": ctx.workers}, str(out), ctx.plugins, arch_source=source)
         if (out / "record.json").exists():  # run_job finished, the sweep record was not written yet
             record = read_json(out / "record.json")
         else:

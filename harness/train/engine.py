@@ -17,6 +17,7 @@ from torch import nn
 
 from harness.train.compiled import CompiledTraining
 from harness.train.device import Precision
+from harness.train.distributed import SINGLE, DataParallel, World
 from harness.errors import UserError
 
 
@@ -86,8 +87,11 @@ def train_epoch(
     precision: Precision,
     scaler: torch.amp.GradScaler | None = None,
     after_backward: Callable[[], None] | None = None,
+    world: World = SINGLE,
 ) -> dict[str, float]:
-    """One pass over ``batches``. Sums stay on the device: no host sync per batch."""
+    """One pass over ``batches``. Sums stay on the device: no host sync per batch. Data-parallel
+    (``world``): ``model`` is the rank's DDP module and the statistics are the whole world's, so
+    every rank sees the same loss (and a divergence stops every rank at once)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     scaler = scaler or precision.grad_scaler()
@@ -112,6 +116,9 @@ def train_epoch(
         loss_sum += loss.detach().float() * y.shape[0]
         correct += (logits.detach().float().argmax(1) == y).sum()  # fp32: bf16 logits tie too often
         seen += y.shape[0]
+    if world.distributed:
+        sums = world.sum_(torch.stack([loss_sum, correct.to(loss_sum.dtype), loss_sum.new_tensor(float(seen))]))
+        loss_sum, correct, seen = sums[0], sums[1], int(sums[2])
     mean_loss = float(loss_sum) / max(seen, 1)
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(f"training loss became {mean_loss} at lr={lr:g}")
@@ -130,8 +137,10 @@ def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     precision: Precision,
+    world: World = SINGLE,
 ) -> dict[str, float]:
-    """Top-1 and top-5 accuracy in percent and mean cross-entropy over ``batches``."""
+    """Top-1 and top-5 accuracy in percent and mean cross-entropy over ``batches`` (with
+    ``world``: over every rank's share, the sums all-reduced)."""
     was_training = model.training
     model.eval()
     device = precision.device
@@ -149,6 +158,9 @@ def evaluate(
         c5 += top5
         seen += y.shape[0]
     model.train(was_training)
+    if world.distributed:
+        sums = world.sum_(torch.stack([loss_sum.float(), c1.float(), c5.float(), loss_sum.new_tensor(float(seen))]))
+        loss_sum, c1, c5, seen = sums[0], sums[1], sums[2], int(sums[3])
     n = max(seen, 1)
     return {"top1": 100.0 * float(c1) / n, "top5": 100.0 * float(c5) / n, "loss": float(loss_sum) / n}
 
@@ -191,8 +203,12 @@ class Engine:
     """Binds a model's data, optimiser settings and precision; runs epochs and evaluations."""
 
     def __init__(self, data, optim: OptimConfig, precision: Precision, seed: int,
-                 eval_batch_size: int = 512, progress: bool = True, compile: bool = False):
-        self.compiler = CompiledTraining(compile)
+                 eval_batch_size: int = 512, progress: bool = True, compile: bool = False, world: World = SINGLE):
+        self.compiler = CompiledTraining(compile and not world.distributed)
+        if compile and world.distributed:  # DDP with synchronized batch norm trains eagerly
+            self.compiler.enabled, self.compiler.fallback = True, "not with --workers > 1 (data-parallel training)"
+        self.world = world
+        self.parallel = DataParallel(world, precision.device)
         self.data = data
         self.optim = optim
         self.precision = precision
@@ -201,7 +217,19 @@ class Engine:
         self.progress = progress
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return evaluate(model, self.data.test_batches(self.eval_batch_size), self.precision)
+        """Test metrics; data-parallel, each rank evaluates its share of the test set."""
+        if not self.world.distributed:
+            return evaluate(model, self.data.test_batches(self.eval_batch_size), self.precision)
+        batches = self.data.test_batches(self.eval_batch_size, rank=self.world.rank, world=self.world.size)
+        return evaluate(model, batches, self.precision, self.world)
+
+    def train_batches(self, epoch_seed: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of an epoch: the global batch (``optim.batch_size``, the recipe's,
+        so the learning-rate schedule holds) split evenly across the ranks."""
+        if not self.world.distributed:
+            return self.data.train_batches(self.optim.batch_size, epoch_seed)
+        return self.data.train_batches(self.optim.batch_size // self.world.size, epoch_seed,
+                                       rank=self.world.rank, world=self.world.size)
 
     def run_epochs(
         self,
@@ -239,10 +267,12 @@ class Engine:
             # The shuffle depends on the seed and the count of epochs trained, so a resumed
             # run draws the same batches it would have drawn without the interruption.
             epoch_seed = self.seed * 1_000_003 + state.epochs_trained
-            # The compiled module shares the model's parameters: optimizer and checkpoints see one model.
-            trained = self.compiler.module(state.model) if final_shapes else state.model
-            stats = train_epoch(trained, self.data.train_batches(self.optim.batch_size, epoch_seed),
-                                state.optimizer, lr, self.precision, scaler, hooks.after_backward)
+            # The compiled (or DDP) module shares the model's parameters: optimizer and checkpoints see one model.
+            with self.parallel.training(state.model) as trained:
+                if final_shapes and not self.world.distributed:
+                    trained = self.compiler.module(state.model)
+                stats = train_epoch(trained, self.train_batches(epoch_seed), state.optimizer, lr, self.precision,
+                                    scaler, hooks.after_backward, self.world)
             state.epochs_trained += 1
             state.train_time_s += stats["train_time_s"]
             if hooks.after_epoch is not None:  # e.g. soft masks: the evaluation sees the masked network
