@@ -235,7 +235,7 @@ def test_workers_in_a_space_file_points_to_the_sweep_flag(tmp_path, capsys) -> N
 
 
 def test_records_and_states_from_before_the_rename_still_read(tmp_path) -> None:
-    from harness.job.run import _upgraded_identity
+    from harness.job.start import _upgraded_identity
 
     old = {"dataset": "digits", "workers": 8, "train_subset": 10}
     assert DataConfig.from_record(old).loader_workers == 8

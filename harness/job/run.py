@@ -11,7 +11,6 @@ the run stopped instead of starting over.
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from harness.job.checkpoint import model_from_payload, read_checkpoint, save_checkpoint
-from harness.data import DataConfig, Dataset, load_dataset
+from harness.data import Dataset, load_dataset
 from harness.train.device import Precision, select_device
 from harness.train.distributed import SINGLE, World, current_world
 from harness.train.engine import Engine, TrainHooks, TrainingState, loss_passes, make_optimizer
@@ -30,9 +29,9 @@ from harness.prune.flops import Cost, count_cost, reduction
 from harness.prune.pruner import check_reachable
 from harness.job.config import JobConfig
 from harness.job.launch import join_torchrun, run_data_parallel, torchrun_world_size
+from harness.job.start import check_same_network, load_start_weights, read_state
 from harness.job.schedule import FINAL_SHAPE_PHASES, run_pruning_schedule, run_unpruned_schedule
 from harness.models import build_model, check_input_size
-from harness.models.pretrained import is_hub, load_weights
 from harness.job.records import (FLOPS_COUNTER, best_epoch, cost_entry, ensure_writable_folder, portable_path,
                                  to_jsonable, write_json_atomic)
 from harness.train.repro import capture_rng, environment, restore_rng, seed_everything
@@ -191,7 +190,7 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     """Validate, load data and build the model: every input error surfaces here, before training.
     Every rank of a data-parallel run prepares the same way (and resumes from the same state)."""
     cfg.validate()
-    resume = _read_state(state_path, cfg) if state_path is not None and Path(state_path).exists() else None
+    resume = read_state(state_path, cfg) if state_path is not None and Path(state_path).exists() else None
     init = read_checkpoint(cfg.init_checkpoint) if cfg.init_checkpoint and resume is None else None
     nccl = world.distributed and world.backend == "nccl"
     device = torch.device("cuda", world.local_rank) if nccl else select_device(cfg.device)
@@ -209,9 +208,9 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
 
         model = build_scratch_model(model, cfg.scratch, cfg.model, data.image_size, data.in_channels)
     if init is not None:
-        _check_same_network(init, cfg, data)
+        check_same_network(init, cfg, data)
         model = model_from_payload(init)
-    weights = _load_weights(model, cfg, data.in_channels) if cfg.weights and resume is None else None
+    weights = load_start_weights(model, cfg, data.in_channels) if cfg.weights and resume is None else None
     if resume is not None:
         model = model_from_payload(resume)
     model = precision.prepare_model(model)
@@ -225,53 +224,8 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     return ctx
 
 
-def _load_weights(model: nn.Module, cfg: JobConfig, in_channels: int) -> dict[str, Any]:
-    """Load ``--weights`` into the freshly built model; the record's block, its file path portable."""
-    block = load_weights(model, cfg.model, cfg.weights, in_channels)
-    if not is_hub(cfg.weights):
-        block["source"] = portable_path(cfg.weights)
-    if "classifier" in block:
-        c = block["classifier"]
-        print(f"note: --weights has a {c['file_classes']}-class classifier and the data {c['model_classes']} classes: "
-              "every other layer is loaded, the classifier starts fresh", file=sys.stderr)
-    return block
-
-
-def _read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
-    payload = read_checkpoint(path)
-    if _upgraded_identity(payload["meta"].get("job")) != cfg.identity():
-        raise UserError(f"{path} holds the state of a run with other settings; use another --out, "
-                        "or delete the file to start over")
-    return payload
-
-
-def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode;
-    one written before --loader-workers called it ``data.workers``; one written before --decoder
-    has none (in-memory data ignore it; no streamed run had been made then)."""
-    if saved and "workers" in (saved.get("data") or {}):
-        data = dict(saved["data"])
-        data.setdefault("loader_workers", data.pop("workers"))
-        saved = {**saved, "data": data}
-    if saved and isinstance(saved.get("data"), dict) and "decoder" not in saved["data"]:
-        saved = {**saved, "data": {**saved["data"], "decoder": DataConfig().decoder}}
-    if not saved or "amp" not in saved or "precision" in saved:
-        return saved
-    rest = {k: v for k, v in saved.items() if k != "amp"}
-    return {**rest, "precision": "auto" if saved["amp"] else "fp32", "deterministic": False}
-
-
 def _scaler_state(scaler: torch.amp.GradScaler | None) -> dict[str, Any] | None:
     return scaler.state_dict() if scaler is not None and scaler.is_enabled() else None
-
-
-def _check_same_network(payload: dict[str, Any], cfg: JobConfig, data: Dataset) -> None:
-    got = (payload["model"], payload["num_classes"], payload["in_channels"])
-    want = (cfg.model, data.num_classes, data.in_channels)
-    if got != want:
-        raise UserError(f"--from-checkpoint holds {got[0]} ({got[1]} classes, {got[2]} channels) but the run is "
-                        f"{want[0]} on {cfg.data.dataset} ({want[1]} classes, {want[2]} channels); "
-                        "pass the matching --model and --dataset")
 
 
 def _restore(ctx: JobContext, saved: dict[str, Any]) -> None:
