@@ -219,3 +219,23 @@ def test_a_scratch_trial_whose_twin_failed_fails_in_its_own_row(tmp_path) -> Non
     record = execute_trial(ctx, Trial("002-scratch", options, "scratch", arch_from_trial="001-twin"))
     assert record["status"] == "failed" and "architecture source 001-twin failed (boom)" in record["error"]
     assert group_of(record) == "scratch-B[laasp[l1]]" and record["target_flops"] == 0.3
+
+
+def test_pool_variants_are_an_axis_and_the_registered_pool_is_the_twin(tmp_path) -> None:
+    """An ablation's laasp[l1] and laasp[eucl] beside laasp: baselines and scratch trials take the
+    trial with LAASP's registered pool as their twin; two trials with one pool stay ambiguous."""
+    from harness.sweep.plan import plan_grid
+    from harness.sweep.space import load_space
+
+    path = tmp_path / "s.yaml"
+    head = "fixed: {model: resnet20, epochs: 2, prune_epoch: 1, target_flops: 0.3, epoch_budget: laasp}\ngrid:\n"
+    path.write_text(head + "  - {pruner: laasp, criteria: [l1, eucl, l1+l2+eucl+cos]}\n"
+                           "  - {pruner: [none, l1_uniform]}\n  - {arch_from: laasp, scratch: E}\n")
+    trials = {t.name: t for t in plan_grid(load_space(path))}
+    plain = next(n for n, t in trials.items() if t.options.get("criteria") == ("l1", "l2", "eucl", "cos"))
+    assert trials["004-resnet20-l1_uniform-t0.3-s0"].budget_from == plain
+    assert trials["005-resnet20-scratchE-laasp-t0.3-s0"].arch_from_trial == plain
+    assert trials["003-resnet20-unpruned-s0"].budget_from.count("laasp") == 3  # the largest of all its LAASP twins
+    path.write_text(head + "  - {pruner: laasp, criteria: [l1, eucl]}\n  - {pruner: l1_uniform}\n")
+    with pytest.raises(UserError, match="the plan has 2 LAASP trials"):
+        plan_grid(load_space(path))

@@ -42,7 +42,7 @@ def group_of(record: dict[str, Any]) -> str | None:
         return None
     pcfg = _get(record, "config", "pruner_config") or {}
     pool = pcfg.get("criteria")
-    if isinstance(pool, (list, tuple)) and tuple(pool) != _default_pool(name):
+    if isinstance(pool, (list, tuple)) and tuple(pool) != default_pool(name):
         name = f"{name}[{','.join(pool)}]"
     if pcfg.get("schedule") not in (None, "oneshot"):
         name = f"{name}@{pcfg['schedule']}"
@@ -50,7 +50,7 @@ def group_of(record: dict[str, Any]) -> str | None:
 
 
 @functools.lru_cache(maxsize=None)
-def _default_pool(pruner: str) -> tuple[str, ...] | None:
+def default_pool(pruner: str) -> tuple[str, ...] | None:
     """The registered pruner's default ``criteria`` (None when it has none or is not registered);
     once per pruner name, not once per record."""
     from harness.prune.plugins import load_builtin_pruners

@@ -8,6 +8,7 @@ import re
 from typing import Any, Iterable
 
 from harness.errors import UserError
+from harness.job.groups import default_pool
 from harness.job.options import job_config_from_options, pruner_config_from_options, run_options
 from harness.prune.plugins import ensure_plugins
 from harness.sweep.options import MATCH_LAASP, SCRATCH_KEYS, SCRATCH_MATCH_ONLY, for_pruner, pruning_options
@@ -76,7 +77,7 @@ def _match_budgets(trials: list[Trial], space: Space) -> None:
                                 "model, data, training options and seed, but the plan has none")
             t.budget_from, t.stage = ", ".join(x.name for x in twins), "matched"
             continue
-        twins = laasp.get(_match_key(t.options), [])
+        twins = _plain_pool(laasp.get(_match_key(t.options), []), "laasp")
         if len(twins) != 1:
             why = "no LAASP trial" if not twins else f"{len(twins)} LAASP trials ({', '.join(x.name for x in twins)})"
             raise UserError(f"epoch_budget: laasp: trial {t.name} needs exactly one LAASP trial with the same "
@@ -93,13 +94,25 @@ def _match_scratch(trials: list[Trial]) -> None:
         if source is None:
             continue
         key = _match_key({k: v for k, v in t.options.items() if k not in SCRATCH_KEYS})
-        twins = [x for x in trials if x.options.get("pruner") == source and _match_key(x.options) == key]
+        twins = _plain_pool([x for x in trials if x.options.get("pruner") == source and _match_key(x.options) == key],
+                            source)
         if len(twins) != 1:
             why = f"no {source} trial" if not twins else f"{len(twins)} ({', '.join(x.name for x in twins)})"
             raise UserError(f"arch_from: {source}: trial {t.name} needs exactly one {source} trial with the "
                             "same model, data, training options, target_flops, prune_epoch and seed, but the plan "
                             f"has {why}")
         t.arch_from_trial, t.stage = twins[0].name, "scratch"
+
+
+def _plain_pool(twins: list[Trial], pruner: str) -> list[Trial]:
+    """Twins that differ only in their criteria pool (an ablation's ``laasp[l1]`` beside
+    ``laasp``): the one with the pruner's registered pool is the twin, so the other pools are an
+    axis of the table rather than an ambiguity."""
+    if len(twins) < 2:
+        return twins
+    default = default_pool(pruner)
+    plain = [x for x in twins if tuple(x.options.get("criteria") or default or ()) == default]
+    return plain if len(plain) == 1 else twins
 
 
 def validate_plan(space: Space, trials: list[Trial]) -> None:
