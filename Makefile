@@ -35,6 +35,7 @@ bench: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(PY) -m pytest -q -m cuda; fi
 
 clean-venv:
 	rm -rf $(VENV)

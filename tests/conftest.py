@@ -1,6 +1,8 @@
-"""Shared fixtures: the real CIFAR-10 copy that sits beside the project (never inside it)."""
+"""Shared fixtures: the real CIFAR-10 copy that sits beside the project (never inside it); the
+CPU suite hides GPUs (see `pytest_configure`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,12 @@ def cifar10_root(cifar10_zip: Path) -> Path:
     if (manual / "train").is_dir() and (manual / "test").is_dir():
         return manual
     return extract_zip(cifar10_zip, REPO_ROOT / ".cache") / "cifar10"
+
+
+def pytest_configure(config) -> None:
+    """The default suite checks CPU numbers (`--device auto` runs compared with CPU results,
+    Ray trials next to serial ones), so on a GPU machine it hides the GPUs from itself and from
+    the processes it starts; the GPU tests run in their own pass, ``pytest -m cuda`` (make test
+    and benchmarks/gpu_check.sh run it when CUDA is there). Set before torch initialises CUDA."""
+    if "cuda" not in (config.getoption("markexpr", "") or ""):
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""

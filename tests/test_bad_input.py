@@ -128,4 +128,4 @@ def test_ray_trial_larger_than_the_cluster(tmp_path) -> None:
     (tmp_path / "grid.yaml").write_text(GRID)
     proc = run_cli("sweep", str(tmp_path / "grid.yaml"), "--results-dir", str(tmp_path), "--cpus-per-trial", "1000")
     assert proc.returncode == 2 and "--cpus-per-trial 1000: the Ray cluster has" in proc.stderr
-    assert not list((tmp_path / "grid" / "records").glob("*.json"))
+    assert not (tmp_path / "grid").exists()  # nothing left: the corrected command starts afresh, no --resume

@@ -2,6 +2,7 @@
 
 - `config`: `DataConfig`, the `DATASETS` registry, shapes and layouts (no data read)
 - `datasets`: the `Dataset` interface, in memory (batch augmentation) or streamed
+- `jpeg`: the batched ImageNet JPEG pipeline (``--decoder torchvision``)
 - `files`: cache, zips, ImageFolder scanning and decoding
 - `augment`: crop/flip/normalise on whole uint8 batches
 - `sources`: the registered datasets and `load_dataset` (a new dataset goes here)

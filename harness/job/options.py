@@ -4,6 +4,13 @@ Both edges read this table: the CLI builds its flags from it (``--target-flops``
 ``target_flops``), and a search-space YAML is checked against it (types, choices, file paths).
 So a trial in a sweep and the same command line give the same config, through the same code:
 `job_config_from_options`. Unset options take the model family's recipe (`harness.train.recipes`).
+
+Why not pydantic: the checks here are the coercion of one table of ~60 options by eight kinds
+(`harness.sweep.options.coerce_option`) plus cross-field rules that need the model and data
+(`JobConfig.validate`, a pruner's ``Config.validate``). A pydantic model would have to repeat
+this table as a second declaration, its errors carry no YAML line (the ``file:line`` comes from
+`harness.sweep.yaml_lines`) and need rewording into one ``error:`` line naming the fix, and the
+cross-field rules would stay hand-written: more code and a dependency for the same messages.
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 - `pruner`: the `PRUNERS` registry, the `Pruner` base class, `PruneSchedule`, `StepResult`
 - `prunable`: `PrunableNetwork`, physical filter removal through torch-pruning's dependency graph
 - `criteria`: the filter-scoring criteria registry (`CRITERIA`)
+- `probe`: data-driven scores (feature-map ranks, Taylor)
+- `recovery`: recovery epochs between steps (LAASP's and the iterative schedule's)
 - `flops`: the one FLOPs/parameter counter
 - `plugins`: built-in pruner packages and user plugins
 

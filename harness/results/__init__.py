@@ -4,6 +4,8 @@
 - `tables`: the comparison table (rows, statistics, notes) and its `columns`
 - `render`: a table as Markdown, CSV, LaTeX or HTML
 - `paper`: the LAASP paper's published numbers (``--compare-paper``)
+- `compare`, `against`: paired statistics and the ``--against`` view
+- `portable`: relative paths in records (``migrate-paths``)
 - `time_split`: wall time per run split into its phases
 - `figures`, `plots`, `search_plots`: the report's figures
 - `report`: the self-contained HTML report

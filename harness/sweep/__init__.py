@@ -7,7 +7,6 @@ In the order a sweep uses them:
 - `space`: the whole space file (`load_space`) and the `Space` / `Trial` it yields
 - `sampler`: the Optuna define-by-run space
 - `plan`: grid plans, LAASP-matched budgets, every trial's `JobConfig` checked up front
-- `faults`: ``LAASP_FAULT`` kill points, for the crash tests
 - `trainable`: one trial (record, failure record, resume from ``state.pt``), Ray-free core
 - `faults`: ``LAASP_FAULT`` kill points for the fault-injection tests
 - `lock`: one sweep process per folder, one process per trial (``flock``)

@@ -64,6 +64,7 @@ class Sweep:
 
     def __init__(self, root: Path, meta: dict[str, Any], space: Space, resources: Resources, lock: SweepLock):
         self.root, self.meta, self.space, self.resources, self.lock = root, meta, space, resources, lock
+        self.created: list[Path] | None = None  # a sweep started by this process: the folders it made
         self.name = meta["name"]
         self.ctx = SweepContext(self.name, str(root), tuple(space.plugins), resources.threads, resources.executor,
                                 space.search.describe() if space.search else None, resources.workers_per_trial)
@@ -101,15 +102,22 @@ class Sweep:
             sweep.meta["plan"] = [t.to_json() for t in sweep.grid]
             shutil.copyfile(space_path, root / SPACE_COPY)
             sweep.save_meta()
+            sweep.created = created
             return sweep
         except BaseException:
             lock.release()
-            if created:  # leave no half-made folder behind a refused start
-                (root / LOCK_NAME).unlink(missing_ok=True)
-                for folder in created:
-                    if folder.is_dir() and not any(folder.iterdir()):
-                        folder.rmdir()
+            _remove_made(root, created)
             raise
+
+    def discard_unstarted(self) -> None:
+        """Undo `create` for a sweep refused before any trial ran (the Ray cluster cannot hold a
+        trial), so the corrected command starts afresh instead of being told to ``--resume``."""
+        if self.created is None or self.records():
+            return
+        for name in (SWEEP_FILE, SPACE_COPY):
+            (self.root / name).unlink(missing_ok=True)
+        self.lock.release()
+        _remove_made(self.root, self.created)
 
     @classmethod
     def resume(cls, name: str, results_dir: str | Path, overrides: dict[str, Any], force: bool = False) -> "Sweep":
@@ -296,3 +304,12 @@ def resume_command(root: Path) -> str:
     """The command that continues the sweep in ``root`` (``--results-dir`` only when not the default)."""
     default = root.parent == Path("results").resolve()
     return f"run_bench.py sweep --resume {root.name}" + ("" if default else f" --results-dir {root.parent}")
+
+
+def _remove_made(root: Path, created: list[Path]) -> None:
+    """Leave no half-made folder behind a refused start: the lock file and the empty folders it made."""
+    if created:
+        (root / LOCK_NAME).unlink(missing_ok=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

@@ -31,6 +31,8 @@ def run_sweep(sweep: Sweep, say: Say = print) -> int:
         f"{s.num_samples} Optuna trials" + (f" + the best {s.repeat_top} on seeds {s.repeat_seeds}" if s.repeat_top else "")
     say(f"[{sweep.name}] {sweep.space.kind}: {planned}; executor {sweep.resources.executor}; folder {sweep.root}")
     try:
+        if sweep.resources.executor == "ray":
+            _start_ray(sweep)
         for stage in sweep.stages():
             if sweep.resources.executor == "serial":
                 complete = _serial_stage(sweep, stage, say)
@@ -50,6 +52,19 @@ def run_sweep(sweep: Sweep, say: Say = print) -> int:
             ray_shutdown()
         sweep.lock.release()
     return _summary(sweep, time.time() - start, say)
+
+
+def _start_ray(sweep: Sweep) -> None:
+    """Ray up before any trial; a cluster that cannot hold one trial refuses a new sweep without
+    leaving its folder behind."""
+    from harness.errors import UserError
+    from harness.sweep.ray_executor import ray_init
+
+    try:
+        ray_init(sweep)
+    except UserError:
+        sweep.discard_unstarted()
+        raise
 
 
 def _interrupted(sweep: Sweep) -> int:
