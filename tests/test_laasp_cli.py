@@ -32,7 +32,7 @@ def test_bad_input(extra, words, tmp_path) -> None:
 def _cifar_run(root, out, seed="0"):
     return run_cli("run", "--pruner", "laasp", "--model", "resnet20", "--dataset", "cifar10", "--data-root", str(root),
                    "--train-subset", "1000", "--test-subset", "500", "--epochs", "3", "--prune-epoch", "1",
-                   "--batch-size", "64", "--target-flops", "0.25", "--step-scale", "2", "--recover-epoch", "1",
+                   "--batch-size", "64", "--target-flops", "0.25", "--step-scale", "5", "--recover-epoch", "1",
                    "--recover-flop", "0.2", "--subset-size", "128", "--max-prune-rate", "0.5",
                    "--criteria", "l1,l2,eucl", "--seed", seed, "--device", "cpu", "--out", str(out), "--quiet",
                    timeout=900)  # CPU: the same seed must give the same trace
