@@ -6,10 +6,11 @@ number of times); a killed Optuna search with and without ASHA; the folder lock.
 Every killed process runs in its own session, so the SIGKILL of its process group reaches
 the driver and the Ray processes it started, never pytest.
 
-With ``FAULT_SEED`` 74 the draws reach every moment issue 15 lists: serial grid: inside a
-record write, between the LAASP and the budget-matched stage, before a trial starts; Ray grid:
-a trial's worker mid-trial, then the driver between trials; serial search: mid-trial and while
-Optuna is asked for a trial; Ray search with ASHA: while Optuna is told a result.
+With ``FAULT_SEED`` 126 the draws reach every moment issue 15 lists: serial grid: mid-trial (its
+resume continues from the trial's state file), inside a record write, between the LAASP and the
+budget-matched stage; Ray grid: a trial's worker mid-trial, then the driver between trials;
+serial search: mid-trial and while Optuna is asked for a trial; Ray search with ASHA: while
+Optuna is told a result.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import pytest
 from harness.cli import main
 from tests.helpers import REPO, absolute_paths, deterministic, error_line, run_cli, sweep_records
 
-FAULT_SEED = 74  # its draws cover every moment the issue lists (module docstring)
+FAULT_SEED = 126  # its draws cover every moment the issue lists (module docstring)
 FIXED = """
 fixed:
   model: resnet20
@@ -142,6 +143,8 @@ def test_serial_grid_killed_at_random_points(spaces, reference, tmp_path) -> Non
     assert rcs.count(-signal.SIGKILL) >= 2 and rcs[-1] == 0, (faults, rcs)
     records = _same_as(tmp_path / "grid", reference["grid"])
     assert any(r["resumed"] and r["resumed"][0]["from"] == "state file" for r in records.values()), faults
+    if any(f.startswith("record_write") for f in faults):  # the run had finished; its record says it was resumed
+        assert any(x["from"] == "finished run" for r in records.values() for x in r["resumed"]), faults
 
 
 def test_ray_grid_worker_and_driver_killed(spaces, reference, tmp_path) -> None:

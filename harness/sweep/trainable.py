@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from harness.sweep.faults import fault
 from harness.sweep.lock import trial_lock
 from harness.sweep.options import portable_options
 from harness.sweep.plan import job_config
+from harness.sweep.resume import log_resume, take_checkpoint
 from harness.sweep.space import Trial
 
 NAN = float("nan")
@@ -134,7 +134,7 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
 def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
              checkpoint_dir: str | Path | None) -> dict[str, Any]:
     state = out / "state.pt"
-    resumed = _take_checkpoint(checkpoint_dir, state, out)
+    resumes = log_resume(out, take_checkpoint(checkpoint_dir, state, out))
 
     def report(metrics: dict[str, Any], state_path: Path | None) -> None:
         if emit is not None:
@@ -167,7 +167,7 @@ def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
         record = failed_record(trial, options, cfg, exc, history, time.time() - start)
         if isinstance(exc, TrialStopped):
             record.update(status="stopped", error=str(exc), traceback=None)
-    record.update(_sweep_fields(ctx, trial, record, resumed))
+    record.update(_sweep_fields(ctx, trial, record, resumes))
     write_record(ctx, trial.name, record)
     return record
 
@@ -250,7 +250,7 @@ def saved_history(state: Path) -> list[dict[str, Any]]:
 
 
 def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
-                  resumed: dict[str, Any] | None) -> dict[str, Any]:
+                  resumes: list[dict[str, Any]]) -> dict[str, Any]:
     out = ctx.trial_dir(trial.name)
     fields: dict[str, Any] = {"trial_id": trial.name, "sweep": ctx.name, "executor": ctx.executor,
                               "stage": trial.stage, "options": to_jsonable(portable_options(trial.options))}
@@ -266,10 +266,7 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
             twin = ctx.record_path(trial.arch_from_trial)
             fields["scratch"] = {"budget": trial.options.get("scratch"), "source_pruner": trial.options["arch_from"],
                                  "source_group": group_of(read_json(twin)) if twin.exists() else None}
-    resumes = list(record.get("resumed") or [])
-    if resumed is not None:
-        resumes.append(resumed)
-    fields["resumed"] = resumes
+    fields["resumed"] = [*(record.get("resumed") or []), *resumes]
     if trial.search is not None:
         search = dict(trial.search)
         if ctx.search and record.get("status") == "ok" and "number" in search:
@@ -307,30 +304,6 @@ def _scratch_source(ctx: SweepContext, source: str) -> Path:
     if rec.get("status") != "ok":
         raise UserError(f"architecture source {source} failed ({rec.get('error')}), so this trial has no architecture")
     return path
-
-
-def _take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) -> dict[str, Any] | None:
-    """Put a Tune checkpoint's state.pt in place (it wins over a local one); describe the resume."""
-    source = None
-    if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.pt").exists():
-        tmp = state.with_name(".state.pt.restore")
-        shutil.copyfile(Path(checkpoint_dir) / "state.pt", tmp)
-        os.replace(tmp, state)
-        source = "tune checkpoint"
-    elif state.exists():
-        source = "state file"
-    if source is None:
-        return None
-    try:
-        from harness.job.checkpoint import read_checkpoint
-
-        extra = read_checkpoint(state)["extra_state"]
-        return {"from": source, "epochs_trained": extra["epochs_trained"], "stage": extra["stage"],
-                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    except Exception as exc:  # noqa: BLE001 - an unreadable state: start over rather than fail
-        print(f"note: {state} is unreadable ({exc}); the trial starts over", file=sys.stderr)
-        state.unlink(missing_ok=True)
-        return None
 
 
 # ----------------------------------------------------------------------------- Ray
