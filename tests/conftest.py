@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.data import REPO_ROOT, extract_zip
 
@@ -43,3 +44,13 @@ def pytest_configure(config) -> None:
     and benchmarks/gpu_check.sh run it when CUDA is there). Set before torch initialises CUDA."""
     if "cuda" not in (config.getoption("markexpr", "") or ""):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny CPU tensors gain nothing from threads; with other jobs on the 2 cores they spin-wait.
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

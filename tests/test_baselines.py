@@ -38,13 +38,7 @@ UNIFORM = ("l1_uniform", "gm_uniform", "random")
 ZOO = (("resnet56", 32), ("vgg16", 32), ("resnet50", 64), ("mobilenet_v2", 64))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads; with other jobs on the 2 cores they spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def prune(pruner: str, model: nn.Module, size: int, target: float, in_channels: int = 3, seed: int = 0,

@@ -20,14 +20,7 @@ PUBLISHED = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny CPU tensors gain nothing from threads, and with other jobs on the 2 cores torch's
-    OpenMP workers spin-wait (tests/test_models.py: 170 s instead of 12 s under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # 170 s instead of 12 s under load without it
 
 
 @pytest.mark.parametrize(

@@ -31,12 +31,7 @@ ONE_SHOT = ("l1_uniform", "gm_uniform", "random", "l1_global", "pfec", "hrank", 
 SMALL = {"hrank": {"rank_images": 4}}  # few images for the ranks: the schedule is what is tested
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Interrupt(Exception):

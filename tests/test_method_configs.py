@@ -20,12 +20,7 @@ from tests.pruner_ctx import FakeCtx
 load_builtin_pruners()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _filters(model) -> dict[str, int]:

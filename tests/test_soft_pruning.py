@@ -8,7 +8,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from baselines.common import coupled_groups, group_rows
 from baselines.masks import zero_channels
@@ -23,12 +22,7 @@ from tests.pruner_ctx import FakeCtx
 load_builtin_pruners()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(name: str, **config):

@@ -40,7 +40,7 @@ def group_of(record: dict[str, Any]) -> str | None:
     name = pruner_of(record)
     if name is None:
         return None
-    pcfg = _get(record, "config", "pruner_config") or {}
+    pcfg = record_field(record, "config", "pruner_config") or {}
     pool = pcfg.get("criteria")
     if isinstance(pool, (list, tuple)) and tuple(pool) != default_pool(name):
         name = f"{name}[{','.join(pool)}]"
@@ -65,7 +65,8 @@ def default_pool(pruner: str) -> tuple[str, ...] | None:
     return None
 
 
-def _get(record: Any, *path: str) -> Any:
+def record_field(record: Any, *path: str) -> Any:
+    """``record[path[0]][path[1]]...``, or None where a level is missing (records of every age)."""
     for key in path:
         if not isinstance(record, dict):
             return None

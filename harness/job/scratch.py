@@ -37,7 +37,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from harness.errors import UserError
-from harness.job.groups import group_of
+from harness.job.groups import group_of, record_field
 from harness.job.records import portable_path, resolve_path
 
 BUDGETS = ("E", "B")
@@ -200,7 +200,7 @@ def scratch_job_config(options: Mapping[str, Any], source_path: str | Path, budg
     source = read_source(source_path)
     run = source.run
     opts = dict(options)
-    model, dataset = run["model"], run.get("dataset") or _get(run, "config", "data", "dataset")
+    model, dataset = run["model"], run.get("dataset") or record_field(run, "config", "data", "dataset")
     for key, theirs in (("model", model), ("dataset", dataset)):
         if opts.get(key) is not None and opts[key] != theirs:
             raise UserError(f"--arch-from {source.path} is a {model} run on {dataset}, but --{key} is {opts[key]}: "
@@ -208,12 +208,12 @@ def scratch_job_config(options: Mapping[str, Any], source_path: str | Path, budg
     opts["model"] = model
     for key, where in INHERITED.items():
         if opts.get(key) is None:
-            value = _get(run, "config", *where)
+            value = record_field(run, "config", *where)
             opts[key] = str(resolve_path(value)) if key == "data_root" and value else value
     e = source_epochs(run)
     flops = run["flops"]
     epochs = scratch_epochs(budget, e, flops["before"], flops["after"])
-    target = run.get("target_flops", _get(run, "config", "pruner_config", "target_flops"))
+    target = run.get("target_flops", record_field(run, "config", "pruner_config", "target_flops"))
     spec = ScratchSpec(budget=budget, source=portable_path(source.path), source_pruner=run["pruner"],
                        source_group=group_of(run), source_epochs=e, flops_unpruned=flops["before"],
                        flops_pruned=flops["after"], epochs=epochs,
@@ -221,13 +221,6 @@ def scratch_job_config(options: Mapping[str, Any], source_path: str | Path, budg
                        arch=source.arch)
     return job_config_from_options({**opts, "epochs": epochs}, scratch=spec)
 
-
-def _get(record: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(record, dict):
-            return None
-        record = record.get(key)
-    return record
 
 
 # ------------------------------------------------------------------------- the network

@@ -8,7 +8,6 @@ what the records say: nothing is re-measured or filled in.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
-from harness.job.groups import RENAMED, group_of, pruner_of  # noqa: F401  (read here by tables and plots)
+from harness.job.groups import RENAMED, group_of, pruner_of, record_field  # noqa: F401  (read here by tables and plots)
 
 SOURCE_KEY = "_source"  # added to each loaded record: the file it came from
 # Loaded records keep the registered pruner's name here; their ``pruner`` becomes the group the
@@ -76,14 +75,14 @@ def is_unpruned(record: dict[str, Any]) -> bool:
 
 
 def dataset_of(record: dict[str, Any]) -> str:
-    return record.get("dataset") or _get(record, "config", "data", "dataset") or "?"
+    return record.get("dataset") or record_field(record, "config", "data", "dataset") or "?"
 
 
 def target_of(record: dict[str, Any]) -> float | None:
     """The requested FLOPs reduction (fraction); None for an unpruned run."""
     if is_unpruned(record):
         return None
-    value = _get(record, "config", "pruner_config", "target_flops")
+    value = record_field(record, "config", "pruner_config", "target_flops")
     if value is None:
         value = record.get("target_flops")
     return None if value is None else float(value)
@@ -100,7 +99,7 @@ def epochs_of(record: dict[str, Any]) -> int | None:
 
 def metric(record: dict[str, Any], *path: str) -> float | None:
     """A finite number at ``path`` in the record, else None (JSON stores NaN as null)."""
-    value = _get(record, *path)
+    value = record_field(record, *path)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
@@ -146,14 +145,6 @@ def config_key(record: dict[str, Any]) -> str:
         cfg.pop("epochs", None)
         cfg["optim"] = {k: v for k, v in (cfg.get("optim") or {}).items() if k != "milestones"}
     return json.dumps(cfg, sort_keys=True, default=str)
-
-
-def _get(record: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(record, dict):
-            return None
-        record = record.get(key)
-    return record
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

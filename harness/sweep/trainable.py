@@ -279,15 +279,8 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
 def _matched_budget(ctx: SweepContext, sources: str, options: dict[str, Any]) -> dict[str, Any]:
     """epoch_budget from the LAASP twin's record; an unpruned trial (several twins, ", "-joined)
     takes the largest, and trains its extra epochs at that twin's prune epoch unless it sets one."""
-    records = []
-    for source in sources.split(", "):
-        path = ctx.record_path(source)
-        if not path.exists():
-            raise UserError(f"epoch budget source {source} has no record yet (it runs in the first stage)")
-        rec = read_json(path)
-        if rec.get("status") != "ok":
-            raise UserError(f"epoch budget source {source} failed ({rec.get('error')}), so this trial has no budget")
-        records.append(rec)
+    records = [read_json(_twin_record(ctx, source, "epoch budget source", "a budget"))
+               for source in sources.split(", ")]
     longest = max(records, key=lambda r: int(r["epochs_trained"]))
     out: dict[str, Any] = {"epoch_budget": int(longest["epochs_trained"])}
     if options.get("pruner") is None and options.get("budget_epoch") is None:
@@ -297,12 +290,16 @@ def _matched_budget(ctx: SweepContext, sources: str, options: dict[str, Any]) ->
 
 def _scratch_source(ctx: SweepContext, source: str) -> Path:
     """The record of a scratch trial's twin, which ran in an earlier stage."""
+    return _twin_record(ctx, source, "architecture source", "an architecture")
+
+
+def _twin_record(ctx: SweepContext, source: str, role: str, lacks: str) -> Path:
+    """The finished record of ``source``, a trial of an earlier stage this one takes ``role`` from."""
     path = ctx.record_path(source)
     if not path.exists():
-        raise UserError(f"architecture source {source} has no record yet (it runs in an earlier stage)")
-    rec = read_json(path)
-    if rec.get("status") != "ok":
-        raise UserError(f"architecture source {source} failed ({rec.get('error')}), so this trial has no architecture")
+        raise UserError(f"{role} {source} has no record yet (it runs in an earlier stage)")
+    if (rec := read_json(path)).get("status") != "ok":
+        raise UserError(f"{role} {source} failed ({rec.get('error')}), so this trial has no {lacks}")
     return path
 
 
