@@ -33,13 +33,13 @@ import torch
 
 from harness.data import DataConfig, load_dataset
 from harness.job.checkpoint import load_checkpoint
-from harness.job.options import job_config_from_options
-from harness.job.run import run_job
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP
 from laasp.racing import RaceSettings, race
 from laasp.reference import reference_select
 from laasp.selection import Candidate
+
+from fixtures import EPOCHS, TRAIN_SUBSET, trained_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,20 +77,6 @@ class PeakRSS:
         self.running = False
         self.thread.join()
         self.peak_mb = max(self.top, self._rss_mb()) - self.base
-
-
-def trained_fixture(args: argparse.Namespace) -> Path:
-    """A checkpoint of ``--model`` trained a few epochs on real CIFAR-10 (made once, outside git)."""
-    out = REPO / ".cache" / "fixtures" / f"{args.model}-cifar10-e{args.train_epochs}-n{args.train_subset}-s{args.seed}"
-    if not (out / "checkpoint.pt").exists():
-        print(f"training the fixture {out.relative_to(REPO)} ({args.train_epochs} epochs)...", flush=True)
-        cfg = job_config_from_options({"model": args.model, "dataset": "cifar10", "data_root": args.data_root,
-                                       "epochs": args.train_epochs, "train_subset": args.train_subset,
-                                       "test_subset": 1000, "seed": args.seed, "device": args.device,
-                                       "out": str(out), "quiet": True})
-        record = run_job(cfg)
-        print(f"fixture: top-1 {record['final']['top1']:.2f}% after {record['epochs_trained']} epochs", flush=True)
-    return out / "checkpoint.pt"
 
 
 def settings_grid(args: argparse.Namespace) -> list[RaceSettings]:
@@ -196,8 +182,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
     p.add_argument("--data-root", default=str(REPO.parent / "shared" / "data" / "cifar10-jpeg.zip"))
-    p.add_argument("--train-epochs", type=int, default=5)
-    p.add_argument("--train-subset", type=int, default=10_000)
+    p.add_argument("--train-epochs", type=int, default=EPOCHS)
+    p.add_argument("--train-subset", type=int, default=TRAIN_SUBSET)
     p.add_argument("--subsets", default="1000,2000,5000,10000", help="loss-subset sizes")
     p.add_argument("--steps", type=int, default=6, help="pruning steps measured per subset size")
     p.add_argument("--step-scale", type=float, default=1.0, help="LAASP FLOPs step (%% of baseline FLOPs)")
@@ -213,7 +199,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    checkpoint = trained_fixture(args)
+    checkpoint = trained_fixture(args.data_root, args.model, args.train_epochs, args.train_subset, args.seed,
+                                 args.device)
     data = load_dataset(DataConfig("cifar10", args.data_root, train_subset=max(map(int, args.subsets.split(","))),
                                    test_subset=100), device)
     settings = settings_grid(args)

@@ -5,7 +5,11 @@ approximate, on the same network and subset in the same run; check the picks agr
     python benchmarks/bench_laasp_selection.py --model resnet56 --subset 64 --steps 5 --data-root ../shared/data/cifar10-jpeg.zip
     python benchmarks/bench_laasp_selection.py --subset 10000 --steps 1 --no-approx --device cuda   # on a GPU
 
-Per step it prints the time of each method and whether the picks are identical.
+Per step it prints the time of each method and whether the picks are identical. The network is
+trained by default (`fixtures.trained_fixture`: the model trained 5 epochs on 10,000 real
+CIFAR-10 images, made once under ``.cache/fixtures/``), so candidate losses are close as in a
+real run; ``--random-init`` times the untrained network instead (losses far apart: picks agree
+more easily, the timings are the same).
 """
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ import torch  # noqa: E402
 
 def measure(data_root: str, model_name: str = "resnet56", subset: int = 64, steps: int = 5,
             approx_start_fraction: float | None = 0.125, seed: int = 0, device: str = "cpu",
-            say=print) -> dict[str, Any]:
+            say=print, trained: bool = True) -> dict[str, Any]:
     """Per step: the authors' loop, ours exact (applied) and, unless ``approx_start_fraction`` is None,
-    ours approximate; times, speed-ups and whether the picks agree. Random-init weights."""
+    ours approximate; times, speed-ups and whether the picks agree. Trained weights unless
+    ``trained`` is False (random init)."""
     from harness.data import DataConfig, load_dataset
     from harness.models import build_model
     from harness.train.device import Precision, select_device
@@ -38,11 +43,19 @@ def measure(data_root: str, model_name: str = "resnet56", subset: int = 64, step
     torch.manual_seed(seed)
     data = load_dataset(DataConfig("cifar10", data_root, train_subset=max(subset, 1000), test_subset=100), dev)
     x, y = data.loss_subset(subset, seed=seed)
-    model = Precision(dev).prepare_model(build_model(model_name, 10, 3)).eval()  # as a run holds it
+    if trained:
+        from fixtures import trained_fixture
+        from harness.job.checkpoint import load_checkpoint
+
+        network = load_checkpoint(trained_fixture(data_root, model_name, seed=seed, device=device, say=say))[0]
+        weights = "trained (benchmarks/fixtures.py: 5 epochs on 10,000 real CIFAR-10 images)"
+    else:
+        network, weights = build_model(model_name, 10, 3), "random init"
+    model = Precision(dev).prepare_model(network.to(dev)).eval()  # as a run holds it
     cfg = LAASPConfig(target_flops=0.9, selection="exact", chunk_size=min(256, max(64, subset)))
     pruner = LAASP(model, cfg, x, y, 32, 3)
     say(f"{model_name}, {len(pruner.net.layers)} prunable convs x {len(cfg.criteria)} criteria, subset {subset} "
-        f"images from {data.root}, {dev}, {torch.get_num_threads()} threads, random-init weights")
+        f"images from {data.root}, {dev}, {torch.get_num_threads()} threads, {weights} weights")
 
     def timed(fn):
         if dev.type == "cuda":
@@ -75,7 +88,7 @@ def measure(data_root: str, model_name: str = "resnet56", subset: int = 64, step
                                      f"pick {'==' if same_approx else '!='} exact")
             + f" | {result.candidates} distinct candidates")
     ref_t, ex_t = (statistics.median(r[k] for r in rows) for k in ("reference_s", "exact_s"))
-    summary = {"model": model_name, "subset": subset, "steps": steps, "device": str(dev), "weights": "random init",
+    summary = {"model": model_name, "subset": subset, "steps": steps, "device": str(dev), "weights": weights,
                "rows_per_forward": pruner.evaluator.plan[1] if pruner.evaluator.plan else None,
                "reference_s": ref_t, "exact_s": ex_t, "exact_speedup": ref_t / ex_t,
                "exact_equals_reference": sum(r["exact_equals_reference"] for r in rows), "per_step": rows}
@@ -102,10 +115,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--random-init", action="store_true", help="untrained weights instead of the trained fixture")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     measure(args.data_root, args.model, args.subset, args.steps,
-            None if args.no_approx else args.approx_start_fraction, args.seed, args.device)
+            None if args.no_approx else args.approx_start_fraction, args.seed, args.device,
+            trained=not args.random_init)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ Sections, in this order, each a child process with its own time limit inside the
    against the authors' DataLoader + PIL loop in fp32 (`bench_throughput.measure`);
 4. ``sweep``: a 4-trial Ray sweep sharing the one GPU (``--gpus-per-trial 0.25``);
 5. ``selection``: one LAASP selection step (exact) against the authors' loop on a 10,000-image
-   subset, random-init ResNet-56 (`bench_laasp_selection.measure`).
+   subset, ResNet-56 trained 5 epochs first (`bench_laasp_selection.measure`, `fixtures.py`).
 
 After every section it rewrites ``OUT/summary.json`` and ``OUT/summary.md``, so a run cut short
 still leaves what it measured. Without ``--data-root`` (and no ``../shared/data/cifar10-jpeg.zip``)
