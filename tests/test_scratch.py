@@ -156,21 +156,26 @@ def test_bad_sources_are_refused(source, tmp_path, capsys, make, flags, message)
 
 SPACE = """
 fixed: {model: resnet20, dataset: digits, train_subset: 200, test_subset: 60, epochs: 2, prune_epoch: 1,
-        target_flops: 0.3, lr: 0.05, device: cpu}
+        target_flops: 0.3, lr: 0.05, device: cpu, recover_epoch: 1, recover_flop: 0.1, step_scale: 3.0}
 pruners:
-  laasp: {recover_epoch: 1, recover_flop: 0.1, step_scale: 3.0, subset_size: 32}
+  laasp: {subset_size: 32}
 grid:
   - pruner: [none, laasp]
+  - {pruner: l1_uniform, schedule: iterative}
   - {arch_from: laasp, scratch: [E, B]}
 """
 
 
 def test_sweep_scratch_trials_train_their_laasp_twins_architecture(tmp_path, capsys) -> None:
+    """A tiny digits sweep with an iterative control and arch_from, end to end."""
     (tmp_path / "s.yaml").write_text(SPACE)
     assert main(["sweep", str(tmp_path / "s.yaml"), "--executor", "serial", "--results-dir", str(tmp_path)]) == 0
     records = sweep_records(tmp_path / "s")
     twin = records["001-resnet20-laasp-t0.3-s0"]
-    e, b = records["002-resnet20-scratchE-laasp-t0.3-s0"], records["003-resnet20-scratchB-laasp-t0.3-s0"]
+    iterative = records["002-resnet20-l1_uniform-iterative-t0.3-s0"]
+    assert iterative["status"] == "ok" and iterative["config"]["pruner_config"]["schedule"] == "iterative"
+    assert len(iterative["trace"]) > 1 and iterative["recoveries"] >= 1 and iterative["target_reached"]
+    e, b = records["003-resnet20-scratchE-laasp-t0.3-s0"], records["004-resnet20-scratchB-laasp-t0.3-s0"]
     for rec, budget in ((e, "E"), (b, "B")):
         assert rec["status"] == "ok" and rec["stage"] == "scratch" and rec["arch_from_trial"] == twin["trial_id"]
         assert rec["scratch"]["budget"] == budget and rec["scratch"]["source_epochs"] == twin["epochs_trained"]
@@ -182,7 +187,7 @@ def test_sweep_scratch_trials_train_their_laasp_twins_architecture(tmp_path, cap
     assert main(["table", str(tmp_path / "s")]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split("|")[3].strip() for line in lines if line.startswith("| resnet20")]
-    assert rows == ["unpruned", "laasp", "scratch-B[laasp]", "scratch-E[laasp]"]
+    assert sorted(rows) == sorted(["unpruned", "laasp", "l1_uniform@iterative", "scratch-B[laasp]", "scratch-E[laasp]"])
 
 
 @pytest.mark.parametrize("grid, message", [
