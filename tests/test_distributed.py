@@ -234,6 +234,17 @@ def test_workers_in_a_space_file_points_to_the_sweep_flag(tmp_path, capsys) -> N
     assert "--workers-per-trial" in capsys.readouterr().err
 
 
+def test_workers_per_trial_that_do_not_split_the_batch_stop_the_plan(tmp_path, capsys) -> None:
+    from harness.cli import main
+
+    space = tmp_path / "s.yaml"
+    space.write_text("fixed: {model: resnet20, batch_size: 64}\nseeds: [0]\ngrid:\n  pruner: [none]\n")
+    assert main(["sweep", str(space), "--results-dir", str(tmp_path), "--executor", "serial",
+                 "--workers-per-trial", "3"]) == 2
+    assert "does not split evenly across --workers 3" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # refused before any trial, nothing left behind
+
+
 def test_records_and_states_from_before_the_rename_still_read(tmp_path) -> None:
     from harness.job.start import _upgraded_identity
 
@@ -241,5 +252,8 @@ def test_records_and_states_from_before_the_rename_still_read(tmp_path) -> None:
     assert DataConfig.from_record(old).loader_workers == 8
     cfg = _config(tmp_path, 1)
     saved = cfg.identity()
-    saved["data"] = {k if k != "loader_workers" else "workers": v for k, v in saved["data"].items()}
+    saved["data"] = {**saved["data"], "workers": 8}  # a state written before the rename
     assert _upgraded_identity(saved) == cfg.identity() == replace(cfg, workers=2).identity()
+    # nor does the DataLoader's worker count decide what a run computes: another count resumes it
+    other = replace(cfg, data=replace(cfg.data, loader_workers=0))
+    assert _upgraded_identity({**saved, "data": {**saved["data"], "loader_workers": 4}}) == other.identity()

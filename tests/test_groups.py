@@ -24,6 +24,10 @@ def test_group_names_the_variant():
     assert group_of(_record("l1_uniform", schedule="iterative")) == "l1_uniform@iterative"
     scratch = {**_record(None), "target_flops": 0.5, "scratch": {"budget": "B", "source_pruner": "laasp"}}
     assert group_of(scratch) == "scratch-B[laasp]"
+    # failed before its config existed (its LAASP twin failed): the sweep options still name the variant
+    failed = {"pruner": "l1_uniform", "status": "failed", "config": None, "target_flops": 0.5,
+              "options": {"pruner": "l1_uniform", "schedule": "iterative", "target_flops": 0.5}}
+    assert group_of(failed) == "l1_uniform@iterative" and target_of(failed) == 0.5
 
 
 def test_variants_are_separate_rows_and_scratch_is_not_the_baseline(tmp_path):

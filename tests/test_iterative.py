@@ -283,3 +283,18 @@ def test_sweep_sends_the_iterative_settings_only_to_iterative_trials(tmp_path) -
     space.write_text("fixed: {model: resnet20}\npruners:\n  l1_uniform: {recover_epoch: 1}\n")
     with pytest.raises(UserError, match="l1_uniform does not use recover_epoch unless schedule: iterative"):
         load_space(space)
+
+
+def test_a_search_samples_the_iterative_settings_whatever_their_order(tmp_path) -> None:
+    """``schedule`` decides whether a one-shot baseline reads step_scale: it is drawn before them."""
+    from harness.sweep.sampler import SpaceSampler, _CornerTrial
+    from harness.sweep.space import load_space
+
+    space = tmp_path / "s.yaml"
+    space.write_text("fixed: {model: resnet20, target_flops: 0.3, pruner: l1_uniform}\n"
+                     "search:\n  objective: top1\n  num_samples: 2\n  space:\n"
+                     "    step_scale: {low: 2.0, high: 4.0}\n    schedule: {choice: [oneshot, iterative]}\n")
+    sampler = SpaceSampler(load_space(space))
+    iterative = sampler.options(_CornerTrial(last=True))
+    assert iterative["schedule"] == "iterative" and iterative["step_scale"] == 4.0
+    assert "step_scale" not in sampler.options(_CornerTrial(last=False))  # one-shot: not drawn, not sent

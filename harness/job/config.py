@@ -110,6 +110,7 @@ class JobConfig:
         # started on 2 processes may resume on 1 (README, Data-parallel runs)
         for key in ("out", "progress", "device", "workers"):
             d.pop(key, None)
+        d["data"].pop("loader_workers", None)  # batches do not depend on the DataLoader's worker count either
         for late in ("budget_epoch", "weights"):  # added later: states saved before them still resume
             if d.get(late) is None:
                 d.pop(late, None)

@@ -40,7 +40,8 @@ def group_of(record: dict[str, Any]) -> str | None:
     name = pruner_of(record)
     if name is None:
         return None
-    pcfg = record_field(record, "config", "pruner_config") or {}
+    # a trial that failed before its config was built keeps only its sweep options
+    pcfg = record_field(record, "config", "pruner_config") or record.get("options") or {}
     pool = pcfg.get("criteria")
     if isinstance(pool, (list, tuple)) and tuple(pool) != default_pool(name):
         name = f"{name}[{','.join(pool)}]"

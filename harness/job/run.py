@@ -196,7 +196,8 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     device = torch.device("cuda", world.local_rank) if nccl else select_device(cfg.device)
     precision = Precision(device, mode=cfg.precision, deterministic=cfg.deterministic)
     precision.configure()
-    data = load_dataset(cfg.data, device)
+    with world.main_first():  # rank 0 decodes the data cache once; the others then read it
+        data = load_dataset(cfg.data, device)
     check_input_size(cfg.model, data.image_size)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, data.num_classes, data.in_channels)
@@ -221,6 +222,7 @@ def prepare(cfg: JobConfig, report: Report | None = None, state_path: Path | Non
     ctx.weights = weights
     if resume is not None:
         _restore(ctx, resume["extra_state"])
+    world.barrier()  # no rank starts (and rank 0 writes no state) before every rank has read its start
     return ctx
 
 

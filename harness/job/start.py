@@ -38,13 +38,12 @@ def read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
 
 
 def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A state written before --precision had ``amp`` (False meant fp32) and no deterministic mode;
-    one written before --loader-workers called it ``data.workers``; one written before --decoder
-    has none (in-memory data ignore it; no streamed run had been made then)."""
-    if saved and "workers" in (saved.get("data") or {}):
-        data = dict(saved["data"])
-        data.setdefault("loader_workers", data.pop("workers"))
-        saved = {**saved, "data": data}
+    """A saved state's identity as today's `JobConfig.identity` computes it: without the DataLoader's
+    worker count (``data.workers`` before --loader-workers, ``data.loader_workers`` since); a state
+    written before --precision had ``amp`` (False meant fp32) and no deterministic mode; one
+    written before --decoder has none (in-memory data ignore it; no streamed run had been made then)."""
+    if saved and isinstance(saved.get("data"), dict):  # the loader's worker count (either name) is no identity
+        saved = {**saved, "data": {k: v for k, v in saved["data"].items() if k not in ("workers", "loader_workers")}}
     if saved and isinstance(saved.get("data"), dict) and "decoder" not in saved["data"]:
         saved = {**saved, "data": {**saved["data"], "decoder": DataConfig().decoder}}
     if not saved or "amp" not in saved or "precision" in saved:

@@ -170,11 +170,12 @@ class Sweep:
 
     def validate(self) -> None:
         """Every config valid, data zips extracted once: bad input stops here, before any trial."""
+        workers = self.resources.workers_per_trial
         if self.space.kind == "grid":
-            validate_plan(self.space, self.grid)
+            validate_plan(self.space, self.grid, workers)
             options = [t.options for t in self.grid]
         else:
-            validate_search(self.space)
+            validate_search(self.space, workers)
             options = [dict(self.space.fixed)]
         _prepare_data(options)
 

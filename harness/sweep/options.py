@@ -15,7 +15,7 @@ MATCH_LAASP = "laasp"  # epoch_budget: laasp
 # that pruner (harness.job.scratch). Not run options: the trial's source is found when it starts.
 SCRATCH_KEYS = ("arch_from", "scratch")
 # What a scratch trial keeps only to find its twin (same values); its own run never reads them.
-SCRATCH_MATCH_ONLY = ("target_flops", "prune_epoch", "from_checkpoint")
+SCRATCH_MATCH_ONLY = ("target_flops", "prune_epoch", "from_checkpoint", "weights")
 EXCLUDED_OPTIONS = {"out", "quiet", "plugin", "match_epochs", "seed", "workers"}
 UNPRUNED_NAMES = (None, "none", "unpruned")
 PRUNED_ONLY = ("from_checkpoint",)  # run options (beside the pruning ones) only a pruned trial reads

@@ -115,12 +115,12 @@ def _plain_pool(twins: list[Trial], pruner: str) -> list[Trial]:
     return plain if len(plain) == 1 else twins
 
 
-def validate_plan(space: Space, trials: list[Trial]) -> None:
-    """Build every trial's JobConfig (no data read) and check its FLOPs target is reachable:
-    bad combinations fail before any trial runs."""
+def validate_plan(space: Space, trials: list[Trial], workers: int = 1) -> None:
+    """Build every trial's JobConfig (no data read; ``workers``: the sweep's processes per trial)
+    and check its FLOPs target is reachable: bad combinations fail before any trial runs."""
     reachable: dict[tuple, None] = {}
     for t in trials:
-        opts = dict(t.options)
+        opts = {**t.options, "workers": workers}
         if t.budget_from:
             opts.pop("epoch_budget", None)
         try:
@@ -129,11 +129,11 @@ def validate_plan(space: Space, trials: list[Trial]) -> None:
             raise UserError(f"trial {t.name}: {exc}") from None
 
 
-def validate_search(space: Space) -> None:
+def validate_search(space: Space, workers: int = 1) -> None:
     """The search's corner samples (every first/low, every last/high value) must make valid configs."""
     sampler = SpaceSampler(space)
     for last in (False, True):
-        opts = sampler.options(_CornerTrial(last))
+        opts = {**sampler.options(_CornerTrial(last)), "workers": workers}
         try:
             _check_reachable(job_config(opts, None, space.plugins), {})
         except UserError as exc:

@@ -16,7 +16,10 @@ RESUME_LOG = "resumed.json"
 
 
 def take_checkpoint(checkpoint_dir: str | Path | None, state: Path, out: Path) -> dict[str, Any] | None:
-    """Put a Tune checkpoint's state.pt in place (it wins over a local one); describe the resume."""
+    """Put a Tune checkpoint's state.pt in place (it wins over a local one); describe the resume.
+    A run that had finished (its ``record.json`` written) takes nothing back: it is not rerun."""
+    if (out / "record.json").exists():
+        return None
     source = None
     if checkpoint_dir is not None and (Path(checkpoint_dir) / "state.pt").exists():
         tmp = state.with_name(".state.pt.restore")

@@ -9,6 +9,9 @@ from harness.sweep.search import Param
 from harness.sweep.space import Space
 
 
+GATES = ("pruner", "schedule")  # a one-shot baseline reads the iterative settings only with schedule: iterative
+
+
 class SpaceSampler:
     """Optuna define-by-run space: trial -> ``{"options": ...}`` (the trial's run options).
 
@@ -32,7 +35,8 @@ class SpaceSampler:
 
     def options(self, trial) -> dict[str, Any]:
         opts = dict(self.fixed)
-        ordered = sorted(self.params, key=lambda p: p.key != "pruner")
+        # the keys that decide which others a trial reads first: the pruner, then its schedule
+        ordered = sorted(self.params, key=lambda p: GATES.index(p.key) if p.key in GATES else len(GATES))
         for p in ordered:
             self._apply(p, trial, opts)
             if p.key == "pruner":

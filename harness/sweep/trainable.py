@@ -224,7 +224,7 @@ def failed_record(trial: Trial, options: dict[str, Any], cfg: Any, exc: BaseExce
         "epochs_trained": history[-1]["epoch"] if history else 0,
         "wall_time_s": wall_time_s,
     }
-    if cfg is None and options.get("target_flops") is not None:
+    if options.get("target_flops") is not None:  # a scratch trial's row needs it, whenever it failed
         record["target_flops"] = options["target_flops"]
     try:
         import torch
