@@ -95,8 +95,8 @@ def run_data_parallel(workers: int, device: str, main: Callable[[World], T], chi
         raise
     finally:
         watchdog.main_done.set()
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        # the other ranks end first: after a failure here they may sit in a collective, and
+        # destroying this rank's group under a live NCCL peer can block
         for process in context.processes:
             if process.is_alive():
                 process.terminate()
@@ -104,6 +104,8 @@ def run_data_parallel(workers: int, device: str, main: Callable[[World], T], chi
             process.join(10)
             if process.is_alive():
                 process.kill()
+        if dist.is_initialized():
+            dist.destroy_process_group()
         torch.set_num_threads(before)
 
 
