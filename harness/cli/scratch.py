@@ -7,12 +7,11 @@ import dataclasses
 
 from harness.cli.commands import GROUP_TITLES, add_option, command
 from harness.cli.jobs import result_line, state_path
-from harness.job.options import GROUPS
+from harness.job.options import GROUPS, SCRATCH_EPOCH_OPTIONS, SCRATCH_INHERITED
 
-# Default to the source run's value (None here), not the table's.
-FROM_SOURCE = ("model", "dataset", "data_root", "train_subset", "test_subset", "subset_seed", "lr", "momentum",
-               "weight_decay", "gamma", "batch_size", "seed")
-EPOCH_FLAGS = ("epochs", "epoch_budget", "match_epochs", "budget_epoch")  # refused: the budget sets the epochs
+# Default to the source run's value (None here), not the table's; the epoch flags are refused
+# (the budget sets the epochs).
+FROM_SOURCE = ("model", *SCRATCH_INHERITED)
 
 
 def _scratch_parser(p: argparse.ArgumentParser) -> None:
@@ -29,7 +28,7 @@ def _scratch_parser(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group(GROUP_TITLES[group].replace("the authors' recipe", "the source run's, else the "
                                                                                     "recipe"))
         for o in GROUPS[group]:
-            if o.name in EPOCH_FLAGS:
+            if o.name in SCRATCH_EPOCH_OPTIONS:
                 g.add_argument(o.flag, default=None, help=argparse.SUPPRESS)  # refused with a clear error
                 continue
             add_option(g, dataclasses.replace(o, default=None, required=False) if o.name in FROM_SOURCE else o)

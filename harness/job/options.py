@@ -25,6 +25,16 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # harness.train.device.PRECISIONS
 OptionKind = str  # int | float | str | bool | int_list | float_list | str_tuple | list
 
 
+# A scratch run (`harness.job.scratch`) takes these options from its source run unless given
+# (option -> path in the source's config); the epoch options are refused (its budget sets them).
+SCRATCH_INHERITED = {"dataset": ("data", "dataset"), "data_root": ("data", "data_root"),
+                     "train_subset": ("data", "train_subset"), "test_subset": ("data", "test_subset"),
+                     "subset_seed": ("data", "subset_seed"), "lr": ("optim", "lr"),
+                     "momentum": ("optim", "momentum"), "weight_decay": ("optim", "weight_decay"),
+                     "gamma": ("optim", "gamma"), "batch_size": ("optim", "batch_size"), "seed": ("seed",)}
+SCRATCH_EPOCH_OPTIONS = ("epochs", "epoch_budget", "match_epochs", "budget_epoch")
+
+
 @dataclass(frozen=True)
 class Option:
     name: str                     # the config key; the flag is --name-with-dashes

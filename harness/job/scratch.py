@@ -38,20 +38,13 @@ from torch import nn
 
 from harness.errors import UserError
 from harness.job.groups import group_of, record_field
+from harness.job.options import SCRATCH_EPOCH_OPTIONS as EPOCH_OPTIONS, SCRATCH_INHERITED as INHERITED
 from harness.job.records import portable_path, resolve_path
 
 BUDGETS = ("E", "B")
 RULE = {"E": "E = the source run's epochs_trained (its start checkpoint's included)",
         "B": "B = round_half_up(E x FLOPs_unpruned / FLOPs_pruned), E = the source run's epochs_trained"}
 CITATION = "Liu, Sun, Zhou, Huang, Darrell: Rethinking the Value of Network Pruning, ICLR 2019"
-# Options a scratch run takes from its source unless given: path in the source's config.
-INHERITED = {"dataset": ("data", "dataset"), "data_root": ("data", "data_root"),
-             "train_subset": ("data", "train_subset"), "test_subset": ("data", "test_subset"),
-             "subset_seed": ("data", "subset_seed"), "lr": ("optim", "lr"), "momentum": ("optim", "momentum"),
-             "weight_decay": ("optim", "weight_decay"), "gamma": ("optim", "gamma"),
-             "batch_size": ("optim", "batch_size"), "seed": ("seed",)}
-# The run's own epoch count is what the budget decides; these would contradict it.
-EPOCH_OPTIONS = ("epochs", "epoch_budget", "match_epochs", "budget_epoch")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from harness.sweep.options import PRUNED_ONLY, UNPRUNED_ONLY, idle_fields, pruner_fields, pruning_options
+from harness.sweep.options import uses
 from harness.sweep.search import Param
 from harness.sweep.space import Space
 
@@ -28,7 +28,6 @@ class SpaceSampler:
         self.pruners = {k: dict(v) for k, v in space.pruners.items()}
         self.params = space.search.params
         self.seed = space.seeds[0]
-        self.fields = _all_pruner_fields()
 
     def __call__(self, trial) -> dict[str, Any]:
         return {"options": self.options(trial)}
@@ -46,25 +45,12 @@ class SpaceSampler:
         opts["seed"] = self.seed
         return self._for_pruner(opts)
 
-    def _uses(self, pruner: str | None, key: str, opts: dict[str, Any]) -> bool:
-        """Whether a trial of ``pruner`` with the options drawn so far reads ``key`` (a one-shot
-        baseline reads the iterative settings only once ``schedule: iterative`` is drawn or fixed)."""
-        pruning = pruning_options()
-        if key in ("pruner", "seed"):
-            return True
-        if pruner is None:
-            return key not in pruning and key not in PRUNED_ONLY
-        if key in UNPRUNED_ONLY:
-            return False
-        return key not in pruning or (key in self.fields.get(pruner, frozenset())
-                                      and key not in idle_fields(pruner, opts))
-
     def _for_pruner(self, opts: dict[str, Any]) -> dict[str, Any]:
         pruner = opts.get("pruner")
-        return {k: v for k, v in opts.items() if self._uses(pruner, k, opts)}
+        return {k: v for k, v in opts.items() if uses(pruner, k, opts)}
 
     def _apply(self, p: Param, trial, opts: dict[str, Any]) -> None:
-        if not self._uses(opts.get("pruner"), p.key, opts):
+        if not uses(opts.get("pruner"), p.key, opts):
             return
         if p.kind == "choice":
             if len(p.labels) == 1:
@@ -85,14 +71,6 @@ class SpaceSampler:
             subsets = ["+".join(c) for r in range(1, len(p.members) + 1)
                        for c in itertools.combinations(p.members, r)]
             opts[p.key] = tuple(trial.suggest_categorical(p.name, subsets).split("+"))
-
-
-def _all_pruner_fields() -> dict[str, frozenset[str]]:
-    from harness.prune.plugins import load_builtin_pruners
-    from harness.prune.pruner import PRUNERS
-
-    load_builtin_pruners()
-    return {name: pruner_fields(name) for name in PRUNERS.names()}
 
 
 class _CornerTrial:
