@@ -51,3 +51,14 @@ def absolute_paths(obj, where: str = "") -> list[str]:
     if isinstance(obj, list):
         return [p for i, v in enumerate(obj) for p in absolute_paths(v, f"{where}[{i}]")]
     return [f"{where}: {obj}"] if isinstance(obj, str) and obj.startswith("/") else []
+
+
+def one_error(capsys, argv: list[str]) -> str:
+    """Run the CLI in this process: exit code 2 and exactly one ``error:`` line."""
+    from harness.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]

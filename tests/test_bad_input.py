@@ -9,12 +9,11 @@ import shutil
 import pytest
 import torch
 
-from harness.cli import main
 from harness.models import build_model
 from harness.prune.plugins import load_builtin_pruners
 from harness.prune.pruner import PRUNERS
 from tests import test_baselines as tb
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, one_error, run_cli
 
 load_builtin_pruners()
 DIGITS = ["--model", "resnet20", "--dataset", "digits", "--epochs", "2", "--quiet"]
@@ -22,15 +21,6 @@ GRID = """
 fixed: {model: resnet20, dataset: digits, epochs: 2, prune_epoch: 1, train_subset: 100, test_subset: 50}
 grid: {pruner: [none, l1_uniform], target_flops: [0.3]}
 """
-
-
-def one_error(capsys, argv: list[str]) -> str:
-    """Run the CLI in this process: exit code 2 and exactly one ``error:`` line."""
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def test_unwritable_out(capsys) -> None:

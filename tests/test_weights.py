@@ -13,17 +13,10 @@ from harness.cli import main
 from harness.errors import UserError
 from harness.models import build_model
 from harness.models.pretrained import load_pretrained, read_state_dict, sha256
+from tests.helpers import one_error
 from tests.test_data import write_tree
 
 TREE = ["--dataset", "imagefolder", "--epochs", "1", "--batch-size", "8", "--loader-workers", "0", "--quiet"]
-
-
-def one_error(capsys, argv: list[str]) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
