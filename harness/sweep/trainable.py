@@ -196,7 +196,7 @@ def driver_record(ctx: SweepContext, trial: Trial, status: str, reason: str,
         cfg = None
     record = failed_record(trial, trial.options, cfg, RuntimeError(reason), history, 0.0)
     record.update(status=status, error=reason, traceback=None)
-    record.update(_sweep_fields(ctx, trial, record, None))
+    record.update(_sweep_fields(ctx, trial, record, []))
     write_record(ctx, trial.name, record)
     return record
 
