@@ -47,9 +47,14 @@ def log_resume(out: Path, resumed: dict[str, Any] | None) -> list[dict[str, Any]
     A start that finds the run finished (``record.json``, the sweep record not written) is one."""
     if resumed is None and (out / "record.json").exists():
         resumed = {"from": "finished run", "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    path = out / RESUME_LOG
-    log = read_json(path) if path.exists() else []
+    log = read_resume_log(out)
     if resumed is not None:
         log.append(resumed)
-        write_json_atomic(path, log)
+        write_json_atomic(out / RESUME_LOG, log)
     return log
+
+
+def read_resume_log(out: Path) -> list[dict[str, Any]]:
+    """The trial's resumes so far (empty for a trial that never restarted)."""
+    path = out / RESUME_LOG
+    return read_json(path) if path.exists() else []

@@ -30,7 +30,7 @@ from harness.sweep.faults import fault
 from harness.sweep.lock import trial_lock
 from harness.sweep.options import portable_options
 from harness.sweep.plan import job_config
-from harness.sweep.resume import log_resume, take_checkpoint
+from harness.sweep.resume import log_resume, read_resume_log, take_checkpoint
 from harness.sweep.space import Trial
 
 NAN = float("nan")
@@ -134,7 +134,7 @@ def execute_trial(ctx: SweepContext, trial: Trial, emit: Emit | None = None,
 def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
              checkpoint_dir: str | Path | None) -> dict[str, Any]:
     state = out / "state.pt"
-    resumes = log_resume(out, take_checkpoint(checkpoint_dir, state, out))
+    log_resume(out, take_checkpoint(checkpoint_dir, state, out))
 
     def report(metrics: dict[str, Any], state_path: Path | None) -> None:
         if emit is not None:
@@ -167,7 +167,7 @@ def _execute(ctx: SweepContext, trial: Trial, out: Path, emit: Emit | None,
         record = failed_record(trial, options, cfg, exc, history, time.time() - start)
         if isinstance(exc, TrialStopped):
             record.update(status="stopped", error=str(exc), traceback=None)
-    record.update(_sweep_fields(ctx, trial, record, resumes))
+    record.update(_sweep_fields(ctx, trial, record))
     write_record(ctx, trial.name, record)
     return record
 
@@ -196,7 +196,7 @@ def driver_record(ctx: SweepContext, trial: Trial, status: str, reason: str,
         cfg = None
     record = failed_record(trial, trial.options, cfg, RuntimeError(reason), history, 0.0)
     record.update(status=status, error=reason, traceback=None)
-    record.update(_sweep_fields(ctx, trial, record, []))
+    record.update(_sweep_fields(ctx, trial, record))
     write_record(ctx, trial.name, record)
     return record
 
@@ -249,8 +249,7 @@ def saved_history(state: Path) -> list[dict[str, Any]]:
         return []
 
 
-def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
-                  resumes: list[dict[str, Any]]) -> dict[str, Any]:
+def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any]) -> dict[str, Any]:
     out = ctx.trial_dir(trial.name)
     fields: dict[str, Any] = {"trial_id": trial.name, "sweep": ctx.name, "executor": ctx.executor,
                               "stage": trial.stage, "options": to_jsonable(portable_options(trial.options))}
@@ -266,7 +265,8 @@ def _sweep_fields(ctx: SweepContext, trial: Trial, record: dict[str, Any],
             twin = ctx.record_path(trial.arch_from_trial)
             fields["scratch"] = {"budget": trial.options.get("scratch"), "source_pruner": trial.options["arch_from"],
                                  "source_group": group_of(read_json(twin)) if twin.exists() else None}
-    fields["resumed"] = [*(record.get("resumed") or []), *resumes]
+    # the trial folder's log: every restart, also of a trial whose record the driver writes
+    fields["resumed"] = [*(record.get("resumed") or []), *read_resume_log(out)]
     if trial.search is not None:
         search = dict(trial.search)
         if ctx.search and record.get("status") == "ok" and "number" in search:
