@@ -25,6 +25,7 @@ criterion on ``frequency`` more minibatches of training images, and the record s
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,24 @@ class TaylorConfig(PruneSchedule):
             raise UserError(f"--frequency must be >= 1 minibatch (got {self.frequency})")
         if self.prune_iterations < 1:
             raise UserError(f"--prune-iterations must be >= 1 (got {self.prune_iterations})")
+        self._check_iterations_fit(job)
+
+    def _check_iterations_fit(self, job) -> None:
+        """Refuse a run too short for its pruning iterations: the rest would be pruned after the
+        last epoch with no fine-tuning (a collapse, not the method; `Taylor.on_train_end`).
+        Checked on the run's own epochs; an epoch budget's extra epochs only add minibatches."""
+        images = None if job is None else job.data.train_images()
+        if images is None:
+            return
+        per_epoch = math.ceil(images / job.optim.batch_size)
+        epochs = max(job.epochs, job.epoch_budget or 0) - self.prune_epoch
+        have, need = per_epoch * epochs, self.frequency * self.prune_iterations
+        if have < need:
+            fit = max(1, have // self.prune_iterations)
+            raise UserError(f"taylor prunes {self.prune_iterations} times every {self.frequency} minibatches "
+                            f"({need} minibatches) but this run trains {have} after --prune-epoch {self.prune_epoch} "
+                            f"({epochs} epochs of {per_epoch}); pass --frequency {fit} (or fewer "
+                            "--prune-iterations, or more --epochs)")
 
 
 def group_taylor(group: CoupledGroup) -> torch.Tensor:

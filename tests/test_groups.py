@@ -30,6 +30,17 @@ def test_group_names_the_variant():
     assert group_of(failed) == "l1_uniform@iterative" and target_of(failed) == 0.5
 
 
+def test_a_published_setting_overridden_is_in_the_name():
+    """SFP and FPGM mask from epoch 0 as their papers train (their Config's OWN_DEFAULTS): a run
+    started later is another method, and its row says so; pruners without such settings do not."""
+    assert group_of(_record("sfp", prune_epoch=0)) == "sfp"
+    assert group_of(_record("sfp")) == "sfp"
+    assert group_of(_record("sfp", prune_epoch=3)) == "sfp(prune_epoch=3)"
+    assert group_of(_record("fpgm", prune_epoch=3, schedule=None)) == "fpgm(prune_epoch=3)"
+    assert group_of(_record("l1_uniform", prune_epoch=3)) == "l1_uniform"
+    assert group_of(_record("laasp", prune_epoch=3, criteria=["l1"])) == "laasp[l1]"
+
+
 def test_variants_are_separate_rows_and_scratch_is_not_the_baseline(tmp_path):
     records = [_record(None), _record("laasp", criteria=["l1", "l2", "eucl", "cos"]), _record("laasp", criteria=["l1"]),
                _record("l1_uniform"), _record("l1_uniform", schedule="iterative"),

@@ -58,6 +58,23 @@ def test_quick_plan() -> None:
     assert sum(t.stage == "main" for t in trials) == 2
 
 
+def test_a_pruner_at_its_own_prune_epoch_still_has_a_laasp_twin(tmp_path) -> None:
+    """SFP masks from epoch 0 (its paper's setting, its Config's own default) while LAASP prunes at
+    epoch 1: its budget twin is the LAASP trial matching on everything else; told to start at
+    another epoch than both, it has none and the plan says so."""
+    text = """
+        fixed: {model: resnet20, epochs: 4, prune_epoch: 1, epoch_budget: laasp, target_flops: 0.3}
+        pruners: {sfp: {prune_epoch: 0}}
+        grid: {pruner: [laasp, sfp, l1_uniform]}
+    """
+    trials = {t.name: t for t in plan_grid(load_space(_space(tmp_path, text)))}
+    assert trials["001-resnet20-sfp-t0.3-s0"].options["prune_epoch"] == 0
+    assert trials["001-resnet20-sfp-t0.3-s0"].budget_from == "000-resnet20-laasp-t0.3-s0"
+    assert trials["002-resnet20-l1_uniform-t0.3-s0"].budget_from == "000-resnet20-laasp-t0.3-s0"
+    with pytest.raises(UserError, match="needs exactly one LAASP trial"):
+        plan_grid(load_space(_space(tmp_path, text.replace("prune_epoch: 0", "prune_epoch: 2"), "late.yaml")))
+
+
 def test_unpruned_budget_twins_and_the_old_rule(tmp_path) -> None:
     """Several targets: the unpruned trial names every LAASP twin of its seed (it takes the largest budget);
     ``epoch_budget: none`` in its grid block keeps the rule of older sweeps (no budget for it)."""

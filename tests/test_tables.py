@@ -237,3 +237,15 @@ def build_table_from(folder):
     from harness.results.load import load_records
 
     return build_table(load_records(folder))
+
+
+def test_runs_that_pruned_after_training_are_named_in_the_notes() -> None:
+    """Taylor's fallback (too few minibatches for its iterations) prunes the rest unrecovered: the
+    row's notes say how many runs did, so a collapse is not read as the method's."""
+    runs = [rec("taylor", 0.5, 0, 12.0, flops=0.5, finished_in_training=False),
+            rec("taylor", 0.5, 1, 46.0, flops=0.5, finished_in_training=True),
+            rec("hrank", 0.5, 0, 45.0, flops=0.5)]
+    notes = build_table(runs).notes
+    assert [n for n in notes if "finished_in_training" in n] == [
+        "resnet20/digits taylor target 50%: 1 of 2 runs ended training before their last pruning iteration and "
+        "pruned the rest after it, with no fine-tuning (finished_in_training false)."]

@@ -47,6 +47,15 @@ class DataConfig:
             values.setdefault("loader_workers", values.pop("workers"))
         return cls(**values)
 
+    def train_images(self) -> int | None:
+        """Training images a run sees per epoch, known without reading data (the registered
+        dataset's ``train_images``, capped by ``train_subset``). For a tree of unknown size
+        (imagefolder) the subset is an upper bound, and None without one."""
+        known = DATASETS.meta(self.dataset).get("train_images")
+        if known is None:
+            return self.train_subset
+        return known if self.train_subset is None else min(known, self.train_subset)
+
     def validate(self) -> None:
         """Cheap checks that need no data on disk, so the CLI fails before any work."""
         meta = DATASETS.meta(self.dataset)

@@ -45,7 +45,7 @@ def _folder_dataset(cfg: DataConfig, name: str, root: Path, device: torch.device
 # --------------------------------------------------------------------------- registered datasets
 
 
-@DATASETS.register("digits", needs_root=False, shape=(10, 1, 8))
+@DATASETS.register("digits", needs_root=False, shape=(10, 1, 8), train_images=1437)
 def digits(cfg: DataConfig, device: torch.device) -> Dataset:
     """scikit-learn's 1,797 8x8 digits, split 80/20 stratified with a fixed seed.
 
@@ -76,7 +76,7 @@ class CifarSpec:
     def meta(self) -> dict[str, Any]:
         """Registry metadata: what a data_root must hold and how to get one."""
         return dict(
-            needs_root=True, downloadable=True, shape=(self.num_classes, 3, 32),
+            needs_root=True, downloadable=True, shape=(self.num_classes, 3, 32), train_images=50_000,
             layout=f"a folder containing {self.tv_folder}/ or an ImageFolder tree "
                    f"{FOLDER_LAYOUT} (e.g. train/<class>/*.png), or a .zip of one",
             fetch=self.fetch,
@@ -134,7 +134,7 @@ def cifar100(cfg: DataConfig, device: torch.device) -> Dataset:
 
 
 @DATASETS.register(
-    "imagenet", needs_root=True, shape=(1000, 3, 224),
+    "imagenet", needs_root=True, shape=(1000, 3, 224), train_images=1_281_167,  # ILSVRC2012
     layout="an ImageFolder tree train/<class>/*.JPEG + val/<class>/*.JPEG",
     fetch="the ILSVRC2012 train and val archives from image-net.org, val sorted into class folders",
 )

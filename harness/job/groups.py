@@ -31,6 +31,8 @@ def group_of(record: dict[str, Any]) -> str | None:
 
     - ``l1_uniform@iterative``: a one-shot pruner run on LAASP's iterative schedule;
     - ``laasp[l1]``: a pruner with a criterion pool other than its default (pool size is an axis);
+    - ``sfp(prune_epoch=3)``: a published setting the pruner sets on purpose (its Config's
+      ``OWN_DEFAULTS``, e.g. SFP's masks from epoch 0) overridden, so the row is not the paper's method;
     - ``scratch-E[laasp]``, ``scratch-B[laasp]``: the final architecture of a ``laasp`` run
       trained from random initialisation (Liu et al. 2019's Scratch-E and Scratch-B).
     """
@@ -45,9 +47,29 @@ def group_of(record: dict[str, Any]) -> str | None:
     pool = pcfg.get("criteria")
     if isinstance(pool, (list, tuple)) and tuple(pool) != default_pool(name):
         name = f"{name}[{','.join(pool)}]"
+    changed = [f"{key}={pcfg[key]}" for key, value in own_defaults(name).items()
+               if pcfg.get(key) is not None and pcfg[key] != value]
+    if changed:
+        name = f"{name}({','.join(changed)})"
     if pcfg.get("schedule") not in (None, "oneshot"):
         name = f"{name}@{pcfg['schedule']}"
     return name
+
+
+@functools.lru_cache(maxsize=None)
+def own_defaults(pruner: str) -> dict[str, Any]:
+    """The published settings the registered pruner's Config sets in place of the recipe's
+    (``OWN_DEFAULTS``), with their values; empty when it has none or is not registered."""
+    from harness.prune.plugins import load_builtin_pruners
+    from harness.prune.pruner import PRUNERS
+
+    load_builtin_pruners()
+    if pruner not in PRUNERS:
+        return {}
+    config = PRUNERS.get(pruner).Config
+    own = getattr(config, "OWN_DEFAULTS", ())
+    return {f.name: f.default for f in dataclasses.fields(config)
+            if f.name in own and f.default is not dataclasses.MISSING}
 
 
 @functools.lru_cache(maxsize=None)

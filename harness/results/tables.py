@@ -201,6 +201,10 @@ def _notes(rows: list[Row], records: Sequence[dict[str, Any]], compare_paper: bo
         if r.not_reached:
             notes.append(f"{r.name}: {r.not_reached} of {r.seeds} runs stopped short of the target "
                          "(target_reached false; see the FLOPs reduction column).")
+        unfinished = sum(1 for rec in r.runs if rec.get("finished_in_training") is False)
+        if unfinished:
+            notes.append(f"{r.name}: {unfinished} of {r.seeds} runs ended training before their last pruning "
+                         "iteration and pruned the rest after it, with no fine-tuning (finished_in_training false).")
         if r.configs > 1:
             notes.append(f"{r.name}: the runs span {r.configs} different configurations (a search), so mean and "
                          "std are over those, not over seeds of one setting.")

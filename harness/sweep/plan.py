@@ -8,7 +8,7 @@ import re
 from typing import Any, Iterable
 
 from harness.errors import UserError
-from harness.job.groups import default_pool
+from harness.job.groups import default_pool, own_defaults
 from harness.job.options import job_config_from_options, pruner_config_from_options, run_options
 from harness.prune.plugins import ensure_plugins
 from harness.sweep.options import MATCH_LAASP, SCRATCH_KEYS, SCRATCH_MATCH_ONLY, for_pruner, pruning_options
@@ -58,6 +58,20 @@ def _match_key(opts: dict[str, Any], unpruned: bool = False) -> str:
     return json.dumps(_jsonable_options(shared), sort_keys=True)
 
 
+def _twin_key(opts: dict[str, Any]) -> str:
+    """The LAASP-twin key of a pruned trial. A pruner that starts at its paper's own prune epoch
+    (SFP and FPGM mask from epoch 0: ``OWN_DEFAULTS``) and is not told otherwise takes the
+    LAASP trial that matches on everything else, whatever epoch LAASP prunes at."""
+    own = own_defaults(opts.get("pruner") or "")
+    if "prune_epoch" in own and opts.get("prune_epoch") in (None, own["prune_epoch"]):
+        return "own:" + _match_key(_without(opts, "prune_epoch"))
+    return _match_key(opts)
+
+
+def _without(opts: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if k != key}
+
+
 def _match_budgets(trials: list[Trial], space: Space) -> None:
     matched = [t for t in trials if t.options.get("epoch_budget") == MATCH_LAASP]
     if not matched:
@@ -67,6 +81,7 @@ def _match_budgets(trials: list[Trial], space: Space) -> None:
         if t.options.get("pruner") == "laasp":
             laasp.setdefault(_match_key(t.options), []).append(t)
             laasp.setdefault("unpruned:" + _match_key(t.options, unpruned=True), []).append(t)
+            laasp.setdefault("own:" + _match_key(_without(t.options, "prune_epoch")), []).append(t)
     for t in matched:
         if t.options.get("pruner") is None:
             # The unpruned baseline takes the largest budget of its LAASP twins (one per target),
@@ -77,7 +92,7 @@ def _match_budgets(trials: list[Trial], space: Space) -> None:
                                 "model, data, training options and seed, but the plan has none")
             t.budget_from, t.stage = ", ".join(x.name for x in twins), "matched"
             continue
-        twins = _plain_pool(laasp.get(_match_key(t.options), []), "laasp")
+        twins = _plain_pool(laasp.get(_twin_key(t.options), []), "laasp")
         if len(twins) != 1:
             why = "no LAASP trial" if not twins else f"{len(twins)} LAASP trials ({', '.join(x.name for x in twins)})"
             raise UserError(f"epoch_budget: laasp: trial {t.name} needs exactly one LAASP trial with the same "
