@@ -89,7 +89,10 @@ def label(s: RaceSettings) -> str:
     return f"start {s.start_fraction:g}, eta {s.eta}, " + ("no bound" if s.confidence is None else f"bound {s.confidence:g}")
 
 
-def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettings], device) -> dict:
+def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettings], device,
+                 save=lambda size: None) -> dict:
+    """One subset size over ``args.steps`` steps; ``save`` gets the size measured so far after
+    every step (a 10,000-image size runs for hours: an interrupted run keeps its steps)."""
     model, _ = load_checkpoint(checkpoint)
     model = model.to(device)
     x, y = data.loss_subset(n, seed=args.seed)
@@ -123,6 +126,7 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
                                  "regret": regret, "peak_mb": rmem.peak_mb})
         pruner.apply(winner, candidates, exact_s)
         steps.append(row)
+        save({"subset": n, "reference_s": ref_times, "steps": steps})
         print(f"  n={n} step {step}: {len(candidates)} candidates, exact {exact_s:.2f}s, FLOPs -"
               f"{100 * pruner.reduction():.1f}%", flush=True)
     return {"subset": n, "reference_s": ref_times, "steps": steps}
@@ -133,13 +137,14 @@ def summarise(sizes: list[dict], settings: list[RaceSettings]) -> list[dict]:
     for size in sizes:
         ref = statistics.median(size["reference_s"]) if size["reference_s"] else None
         exact = statistics.median(s["exact_s"] for s in size["steps"])
-        rows.append({"subset": size["subset"], "method": "exact", "speedup_vs_authors": ref / exact if ref else None,
+        rows.append({"subset": size["subset"], "steps": len(size["steps"]), "method": "exact",
+                     "speedup_vs_authors": ref / exact if ref else None,
                      "median_s": exact, "agreement": 1.0, "median_regret": 0.0, "max_regret": 0.0,
                      "peak_mb": max(s["exact_peak_mb"] for s in size["steps"])})
         for i, s in enumerate(settings):
             races = [st["races"][i] for st in size["steps"]]
             med = statistics.median(r["s"] for r in races)
-            rows.append({"subset": size["subset"], "method": label(s),
+            rows.append({"subset": size["subset"], "steps": len(races), "method": label(s),
                          "speedup_vs_authors": ref / med if ref else None, "median_s": med,
                          "agreement": sum(r["agrees"] for r in races) / len(races),
                          "median_regret": statistics.median(r["regret"] for r in races),
@@ -148,13 +153,13 @@ def summarise(sizes: list[dict], settings: list[RaceSettings]) -> list[dict]:
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    head = ("| subset | method | speed-up vs authors (x) | median step (s) | agreement | median regret (%) "
-            "| max regret (%) | peak memory (MB) |\n|---:|---|---:|---:|---:|---:|---:|---:|\n")
+    head = ("| subset | steps | method | speed-up vs authors (x) | median step (s) | agreement | median regret (%) "
+            "| max regret (%) | peak memory (MB) |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
     def speedup(r: dict) -> str:
         return "n/a" if r["speedup_vs_authors"] is None else f"{r['speedup_vs_authors']:.1f}"
 
     body = "".join(
-        f"| {r['subset']} | {r['method']} | {speedup(r)} | {r['median_s']:.2f} | "
+        f"| {r['subset']} | {r['steps']} | {r['method']} | {speedup(r)} | {r['median_s']:.2f} | "
         f"{100 * r['agreement']:.0f}% | {100 * r['median_regret']:.3f} | {100 * r['max_regret']:.3f} | "
         f"{r['peak_mb']:.0f} |\n" for r in rows)
     return (f"# Approximate selection frontier\n\n{meta['how']}\n\n" + head + body)
@@ -205,22 +210,26 @@ def main() -> None:
                                    test_subset=100), device)
     settings = settings_grid(args)
     how = (f"{args.model} trained {args.train_epochs} epochs on {args.train_subset} real CIFAR-10 images (seed "
-           f"{args.seed}); LAASP exact run, FLOPs step {args.step_scale}%, all four criteria; {args.steps} steps per "
-           f"subset size; authors' loop timed on the first {args.reference_steps} step(s); {args.threads} threads on "
+           f"{args.seed}); LAASP exact run, FLOPs step {args.step_scale}%, all four criteria; up to {args.steps} steps per "
+           f"subset size (column steps: those measured); authors' loop timed on the first {args.reference_steps} step(s); {args.threads} threads on "
            f"{args.device}. Command: python benchmarks/bench_approx_frontier.py --model {args.model} --subsets "
            f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --train-subset "
            f"{args.train_subset} --start-fractions {args.start_fractions} --etas {args.etas} --confidences "
            f"{args.confidences} --threads {args.threads}")
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
-    sizes = []
-    for n in args.subsets.split(","):  # written after every size: a long run keeps what it measured
-        sizes.append(measure_size(args, checkpoint, data, int(n), settings, device))
-        rows = summarise(sizes, settings)
+    sizes: list[dict] = []
+
+    def save(measured: list[dict]) -> None:
+        rows = summarise(measured, settings)
         (out / "frontier.md").write_text(markdown(rows, {"how": how}))
-        (out / "frontier.json").write_text(json.dumps({"how": how, "rows": rows, "sizes": sizes}, indent=1,
+        (out / "frontier.json").write_text(json.dumps({"how": how, "rows": rows, "sizes": measured}, indent=1,
                                                       default=lambda o: None))
         plot(rows, out / "frontier.png")
+
+    for n in args.subsets.split(","):  # written after every step: a long run keeps what it measured
+        sizes.append(measure_size(args, checkpoint, data, int(n), settings, device,
+                                  save=lambda size: save([*sizes, size])))
     print((out / "frontier.md").read_text())
 
 
