@@ -31,7 +31,7 @@ def _config(out, pruner: str, pruner_config, epochs: int = 3) -> JobConfig:
     ("fpgm", {}, ("after_backward", "after_epoch")),
     ("slimming", {}, ("after_backward",)),
     ("depgraph", {}, ("after_backward", "weight_decay")),
-    ("taylor", {}, ("after_backward",)),
+    ("taylor", {"frequency": 1, "prune_iterations": 2}, ("after_backward",)),  # iterations that fit the run
 ])
 def test_only_overridden_hooks_reach_the_training_loop(tmp_path, name: str, config: dict, hooks) -> None:
     cfg = PRUNERS.get(name).Config(target_flops=0.2, prune_epoch=1, **config)
