@@ -113,3 +113,25 @@ def test_all_plots_and_nothing_to_draw(sweep, records) -> None:
     unpruned = [r for r in records if r.get("pruner") is None]
     assert accuracy_vs_flops(unpruned) is None and layer_rates(unpruned) is None and criterion_use(unpruned) is None
     assert training_curves(unpruned) is not None
+
+
+def test_many_groups_look_apart_and_the_legend_leaves_the_points_alone(records, tmp_path) -> None:
+    """An ablation's 20 groups: colours repeat after ten, so markers change with them, and the
+    legend sits beside the axes instead of over the points."""
+    from harness.results.plots import pruner_colors, pruner_markers
+
+    names = [f"p{i:02d}" for i in range(20)]
+    looks = {(pruner_colors(names)[n], pruner_markers(names)[n]) for n in names}
+    assert len(looks) == 20
+    many = []
+    for rec in records:
+        for i in range(12):
+            if rec.get("pruner"):
+                many.append({**rec, "pruner": f"{rec['pruner']}{i}"})
+    fig = accuracy_vs_flops(records + many)
+    check_png(fig, tmp_path / "many.png")
+    ax = fig.axes[0]
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1  # beside the axes
+    few = accuracy_vs_flops(records)
+    check_png(few, tmp_path / "few.png")
+    assert few.axes[0].get_legend().get_window_extent().x1 <= few.axes[0].get_window_extent().x1  # inside

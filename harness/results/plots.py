@@ -36,6 +36,13 @@ def pruner_colors(pruners: Iterable[str | None]) -> dict[str | None, str]:
     return colors
 
 
+def pruner_markers(pruners: Iterable[str | None]) -> dict[str | None, str]:
+    """A marker per pruner, changing every ten pruners as the colours repeat (`pruner_colors`),
+    so no two groups of a figure look alike."""
+    names = sorted({p for p in pruners if p is not None}, key=lambda p: (p != "laasp", p))
+    return {p: MARKERS[(i // 10) % len(MARKERS)] for i, p in enumerate(names)}
+
+
 def _grid(n: int, width: float = 6.0, height: float = 4.2, cols: int = 2) -> tuple[Figure, list[Any]]:
     cols = min(cols, n)
     rows = (n + cols - 1) // cols
@@ -61,6 +68,7 @@ def _runs(n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"
 
 
+LEGEND_INSIDE_UP_TO = 8  # groups; more and the legend covers the points
 LINESTYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
@@ -79,8 +87,10 @@ def accuracy_vs_flops(records: Sequence[dict[str, Any]]) -> Figure | None:
     if not pruned:
         return None
     colors = pruner_colors(r.pruner for r in rows)
+    markers = pruner_markers(r.pruner for r in rows)
     panels = [k for k, v in _by_model(rows).items() if any(r.pruner is not None for r in v)][:MAX_PANELS]
-    fig, axes = _grid(len(panels))
+    crowded = len(markers) > LEGEND_INSIDE_UP_TO  # an ablation's 20 groups: the legend goes beside the axes
+    fig, axes = _grid(len(panels), width=9.5 if crowded else 6.0, cols=1 if crowded else 2)
     for ax, (model, dataset) in zip(axes, panels):
         group = [r for r in rows if (r.model, r.dataset) == (model, dataset)]
         for base in (r for r in group if r.pruner is None):
@@ -99,7 +109,8 @@ def accuracy_vs_flops(records: Sequence[dict[str, Any]]) -> Figure | None:
             x = [100 * r.flops_reduction.mean for r in prs]
             y = [r.top1.mean for r in prs]
             ax.errorbar(x, y, yerr=[r.top1.std or 0.0 for r in prs],
-                        xerr=[100 * (r.flops_reduction.std or 0.0) for r in prs], fmt="o-", ms=6, capsize=3,
+                        xerr=[100 * (r.flops_reduction.std or 0.0) for r in prs], fmt=f"{markers[pruner]}-", ms=6,
+                        capsize=3,
                         color=colors[pruner], label=f"{pruner} (mean ± std, {_runs(sum(r.seeds for r in prs))})")
             points += list(zip(x, y))
         front = pareto_front(points)
@@ -111,7 +122,10 @@ def accuracy_vs_flops(records: Sequence[dict[str, Any]]) -> Figure | None:
         ax.set_xlabel("FLOPs reduction (% of the unpruned network)")
         ax.set_ylabel("test top-1 accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        if crowded:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        else:
+            ax.legend(fontsize=8, loc="best")
     return fig
 
 
