@@ -6,7 +6,8 @@ done on whole batches as tensor ops, the shared `train_epoch` with the engine's 
 ``--precision`` says otherwise). Authors': torchvision ImageFolder + PIL transforms
 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader
 with worker processes (pinned memory on CUDA), and a plain fp32 SGD loop, as their scripts
-train. Same model, same images, same batch size and optimizer; the two alternate over several
+train. With ``--compile`` ours also runs through ``torch.compile`` (a copy of the same network,
+its own optimizer), its compile time reported apart. Same model, same images, same batch size and optimizer; the two alternate over several
 rounds and the median of each is reported.
 
     python benchmarks/bench_throughput.py --data-root ../shared/data/cifar10-jpeg.zip --images 5000 --rounds 3
@@ -15,6 +16,7 @@ rounds and the median of each is reported.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -44,9 +46,10 @@ def authors_epoch(model, loader, optimizer, device: torch.device) -> tuple[int, 
 
 
 def measure(data_root: str, model: str = "resnet20", images: int = 5000, batch_size: int = 128, workers: int = 2,
-            rounds: int = 3, device: str = "cpu", precision: str = "auto",
+            rounds: int = 3, device: str = "cpu", precision: str = "auto", compiled: bool = False,
             say=print) -> dict[str, Any]:
-    """Both pipelines, alternating for ``rounds`` rounds after a warm-up one; medians and settings."""
+    """Both pipelines (and ours compiled), alternating for ``rounds`` rounds after a warm-up one;
+    medians and settings."""
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import ImageFolder
@@ -77,18 +80,36 @@ def measure(data_root: str, model: str = "resnet20", images: int = 5000, batch_s
                 "reference": "ImageFolder + PIL + DataLoader, fp32, contiguous (the authors' pipeline)"}
     say(f"{model}, {images} training images from {data.root}, batch {batch_size}, {dev}, ours "
         f"{ours_precision.name} + channels_last, authors' loader with {workers} workers in fp32")
-    ours, theirs = [], []
-    for r in range(rounds + 1):  # round 0 warms up both (worker start-up, allocator, cuDNN autotuning)
+    if compiled:
+        compiled_net = copy.deepcopy(ours_model)
+        compiled_model, compiled_opt = torch.compile(compiled_net), make_optimizer(compiled_net, optim_cfg)
+    ours, theirs, comp, compile_s = [], [], [], None
+    for r in range(rounds + 1):  # round 0 warms up all (worker start-up, allocator, cuDNN autotuning, compilation)
         stats = train_epoch(ours_model, data.train_batches(batch_size, r), ours_opt, 0.05, ours_precision)
         n, secs = authors_epoch(theirs_model, loader, theirs_opt, dev)
+        if compiled:
+            start = time.perf_counter()
+            cstats = train_epoch(compiled_model, data.train_batches(batch_size, r), compiled_opt, 0.05, ours_precision)
+            if r == 0:  # the warm-up epoch's extra time over eager is compilation
+                compile_s = time.perf_counter() - start - stats["train_time_s"]
         if r:
             ours.append(stats["images"] / stats["train_time_s"])
             theirs.append(n / secs)
-            say(f"round {r}: ours {ours[-1]:8.1f} img/s | authors' pipeline {theirs[-1]:8.1f} img/s")
+            if compiled:
+                comp.append(cstats["images"] / cstats["train_time_s"])
+            say(f"round {r}: ours {ours[-1]:8.1f} img/s | authors' pipeline {theirs[-1]:8.1f} img/s"
+                + (f" | ours compiled {comp[-1]:8.1f} img/s" if compiled else ""))
     o, t = statistics.median(ours), statistics.median(theirs)
     say(f"median: ours {o:.1f} img/s, authors' pipeline {t:.1f} img/s, speed-up {o / t:.2f}x")
-    return {**settings, "rounds": rounds, "ours_img_s": o, "reference_img_s": t, "speedup": o / t,
-            "ours_rounds": ours, "reference_rounds": theirs}
+    result = {**settings, "rounds": rounds, "ours_img_s": o, "reference_img_s": t, "speedup": o / t,
+              "ours_rounds": ours, "reference_rounds": theirs}
+    if compiled:
+        c = statistics.median(comp)
+        say(f"compiled: {c:.1f} img/s, {c / o:.2f}x eager, {c / t:.2f}x the authors' pipeline; "
+            f"compilation ~{compile_s:.0f} s")
+        result.update(compiled_img_s=c, compiled_vs_eager=c / o, compiled_speedup=c / t, compile_s=compile_s,
+                      compiled_rounds=comp)
+    return result
 
 
 def main() -> None:
@@ -101,9 +122,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", help="ours: auto (mixed on CUDA, fp32 on CPU), fp32, bf16, fp16")
+    p.add_argument("--compile", action="store_true", help="also time ours through torch.compile")
     args = p.parse_args()
     measure(args.data_root, args.model, args.images, args.batch_size, args.workers, args.rounds, args.device,
-            args.precision)
+            args.precision, compiled=args.compile)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ Sections, in this order, each a child process with its own time limit inside the
 
 1. ``smoke_tests``: the CUDA-only tests (``pytest -m cuda``);
 2. ``smoke_laasp``: a 3-epoch LAASP run on digits on CUDA, through the CLI;
-3. ``throughput``: ResNet-56 training img/s, ours (data on the device, AMP, channels_last)
-   against the authors' DataLoader + PIL loop in fp32 (`bench_throughput.measure`);
+3. ``throughput``: ResNet-56 training img/s, ours (data on the device, AMP, channels_last), eager
+   and through ``torch.compile``, against the authors' DataLoader + PIL loop in fp32
+   (`bench_throughput.measure`);
 4. ``sweep``: a 4-trial Ray sweep sharing the one GPU (``--gpus-per-trial 0.25``);
-5. ``selection``: one LAASP selection step (exact) against the authors' loop on a 10,000-image
-   subset, ResNet-56 trained 5 epochs first (`bench_laasp_selection.measure`, `fixtures.py`).
+5. ``selection``: one LAASP selection step, exact and approximate (LAASP's default race), against
+   the authors' loop on a 10,000-image subset, ResNet-56 trained 5 epochs first (`bench_laasp_selection.measure`, `fixtures.py`).
 
 After every section it rewrites ``OUT/summary.json`` and ``OUT/summary.md``, so a run cut short
 still leaves what it measured. Without ``--data-root`` (and no ``../shared/data/cifar10-jpeg.zip``)
@@ -93,10 +94,11 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     log: list[str] = []
     workers = min(8, os.cpu_count() or 1)
     result = bench_throughput.measure(args.data_root, model="resnet56", images=10_000, batch_size=128,
-                                      workers=workers, rounds=3, device="cuda", precision="auto", say=_say(log))
+                                      workers=workers, rounds=3, device="cuda", precision="auto", compiled=True,
+                                      say=_say(log))
     return {"ok": True, **result,
             "command": f"python benchmarks/bench_throughput.py --model resnet56 --images 10000 --workers {workers} "
-                       "--rounds 3 --device cuda --data-root DATA"}
+                       "--rounds 3 --device cuda --compile --data-root DATA"}
 
 
 SWEEP_SPACE = """\
@@ -146,10 +148,10 @@ def selection(args: argparse.Namespace) -> dict[str, Any]:
 
     log: list[str] = []
     result = bench_laasp_selection.measure(args.data_root, "resnet56", subset=10_000, steps=1,
-                                           approx_start_fraction=None, seed=0, device="cuda", say=_say(log))
+                                           approx={}, seed=0, device="cuda", say=_say(log))
     return {"ok": True, **result,
             "command": "python benchmarks/bench_laasp_selection.py --model resnet56 --subset 10000 --steps 1 "
-                       "--no-approx --device cuda --data-root DATA"}
+                       "--device cuda --data-root DATA"}
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class Section:
 
 
 SECTIONS = (Section("smoke_tests", smoke_tests, 180, 30), Section("smoke_laasp", smoke_laasp, 120, 20),
-            Section("throughput", throughput, 120, 30), Section("sweep", sweep, 180, 45),
+            Section("throughput", throughput, 180, 30), Section("sweep", sweep, 180, 45),
             Section("selection", selection, 300, 60))
 
 
@@ -284,7 +286,9 @@ def _line(name: str, entry: dict[str, Any]) -> str:
                 f"(selection {r['selection_s'] or 0:.1f} s)")
     if name == "throughput" and "ours_img_s" in r:
         return (f"{r['model']}: ours {r['ours_img_s']:,.0f} img/s ({r['ours'].split(', ')[-1]}) vs DataLoader + PIL "
-                f"{r['reference_img_s']:,.0f} img/s (fp32, {r['reference_workers']} workers): {r['speedup']:.2f}x")
+                f"{r['reference_img_s']:,.0f} img/s (fp32, {r['reference_workers']} workers): {r['speedup']:.2f}x"
+                + ("" if "compiled_img_s" not in r else f"; compiled {r['compiled_img_s']:,.0f} img/s "
+                   f"({r['compiled_vs_eager']:.2f}x eager, compilation ~{r['compile_s']:.0f} s)"))
     if name == "sweep" and "trials" in r:
         ok = sum(t["status"] == "ok" for t in r["trials"])
         shares = sorted({t["gpu_memory_fraction"] for t in r["trials"] if t["gpu_memory_fraction"] is not None})
@@ -294,7 +298,10 @@ def _line(name: str, entry: dict[str, Any]) -> str:
     if name == "selection" and "exact_s" in r:
         return (f"{r['model']}, {r['subset']:,} images, {r['weights']} weights: authors' loop {r['reference_s']:.1f} s, "
                 f"ours exact {r['exact_s']:.1f} s ({r['exact_speedup']:.1f}x), same pick {r['exact_equals_reference']}/"
-                f"{r['steps']}, {r['per_step'][0]['candidates']} distinct candidates, {r['rows_per_forward']} rows per forward")
+                f"{r['steps']}, {r['per_step'][0]['candidates']} distinct candidates, {r['rows_per_forward']} rows per forward"
+                + ("" if "approx_s" not in r else f"; approximate {r['approx_s']:.1f} s ({r['approx_speedup']:.1f}x, "
+                   f"{r['race_label']}), same pick as exact "
+                   f"{r['approx_equals_exact']}/{r['steps']}"))
     return "see summary.json"
 
 

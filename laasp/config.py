@@ -32,8 +32,8 @@ class LAASPConfig(PruneSchedule):
     subset_size: int | None = 10_000     # None: min(recipe, training set)
     criteria: tuple[str, ...] = ("l1", "l2", "eucl", "cos")
     selection: str = "exact"             # "approx": a race over candidates (laasp.racing)
-    approx_start_fraction: float = 0.125  # approx: first round sees this fraction of the subset
-    approx_eta: int = 2                  # approx: keep 1/eta of the field per round, eta x the images
+    approx_start_fraction: float | None = None  # approx: round 1's share of the subset (None: 625 images, laasp.racing)
+    approx_eta: int = 3                  # approx: keep 1/eta of the field per round, eta x the images
     approx_confidence: float | None = None  # approx: drop clear losers early at this one-sided level
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
@@ -64,7 +64,7 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--subset-size must be >= 1 (got {self.subset_size})")
         if self.selection not in SELECTION_MODES:
             raise UserError(f"--selection must be one of {', '.join(SELECTION_MODES)} (got {self.selection!r})")
-        if not 0 < self.approx_start_fraction <= 1:
+        if self.approx_start_fraction is not None and not 0 < self.approx_start_fraction <= 1:
             raise UserError(f"--approx-start-fraction must be in (0, 1] (got {self.approx_start_fraction})")
         if self.approx_eta < 2:
             raise UserError(f"--approx-eta must be an integer >= 2 (got {self.approx_eta})")

@@ -47,12 +47,19 @@ def test_summary_names_every_section_and_its_figures(tmp_path) -> None:
                 "device_name": "NVIDIA H200", "wall_time_s": 14.2, "selection_s": 1.1}},
             "throughput": {"status": "ok", "seconds": 40.0, "result": {
                 "ok": True, "model": "resnet56", "ours_img_s": 21000.0, "reference_img_s": 7000.0, "speedup": 3.0,
-                "ours": "data on the device, batch augmentation, channels_last, bf16", "reference_workers": 8}},
+                "ours": "data on the device, batch augmentation, channels_last, bf16", "reference_workers": 8,
+                "compiled_img_s": 30000.0, "compiled_vs_eager": 30000 / 21000, "compile_s": 41.0}},
             "sweep": {"status": "failed", "seconds": 90.0, "result": {
                 "ok": False, "trials": [{"status": "ok", "device": "cuda", "gpu_memory_fraction": 0.25}] * 3
                 + [{"status": "failed", "device": None, "gpu_memory_fraction": None}],
                 "sweep_wall_s": 80.0, "sum_trial_wall_s": 200.0, "concurrency": 2.5}},
-            "selection": {"status": "skipped", "reason": "20 s of the budget left"},
+            "late_start": {"status": "skipped", "reason": "20 s of the budget left"},
+            "selection": {"status": "ok", "seconds": 200.0, "result": {
+                "ok": True, "model": "resnet56", "subset": 10000, "weights": "trained", "reference_s": 60.0,
+                "exact_s": 6.0, "exact_speedup": 10.0, "exact_equals_reference": 1, "steps": 1,
+                "per_step": [{"candidates": 107}], "rows_per_forward": 2048, "approx_s": 1.5, "approx_speedup": 40.0,
+                "race": {"start_fraction": None, "eta": 3, "confidence": None},
+                "race_label": "first round 625 images, eta 3, no bound", "approx_equals_exact": 1}},
             "late": {"status": "timeout", "seconds": 300.2, "limit_s": 300},
         }}
     gpu_check.write_summary(tmp_path, summary)
@@ -62,9 +69,10 @@ def test_summary_names_every_section_and_its_figures(tmp_path) -> None:
     assert "| smoke_tests | ok | 61.0 | 12 passed, 0 failed, 1 skipped" in text
     assert "top-1 91.50%" in text and "21,000 img/s (bf16)" in text and "3.00x" in text
     assert "| sweep | failed |" in text and "3/4 trials ok" in text and "concurrency 2.50" in text
-    assert "| selection | skipped |  | 20 s of the budget left |" in text
+    assert "| late_start | skipped |  | 20 s of the budget left |" in text
     assert "| late | timeout | 300.2 | stopped at its 300 s limit" in text
-    assert "resnet56: ours 21,000 img/s" in text
+    assert "resnet56: ours 21,000 img/s" in text and "compiled 30,000 img/s (1.43x eager, compilation ~41 s)" in text
+    assert "ours exact 6.0 s (10.0x)" in text and "approximate 1.5 s (40.0x, first round 625 images, eta 3, no bound), same pick as exact 1/1" in text
 
 
 @pytest.mark.cuda

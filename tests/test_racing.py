@@ -52,6 +52,21 @@ def test_eta_3_keeps_a_third_and_triples_the_images() -> None:
     assert ev.calls == [(list(range(7)), 0, 2), ([0, 1, 2], 2, 6), ([0], 6, 18)]
 
 
+def test_default_first_round_is_a_size_in_images() -> None:
+    # the default race: round 1 on the first 625 images of a 10,000-image subset, eta 3
+    ev = TableEvaluator([[float(k)] * 10_000 for k in range(10)])
+    race(ev, _candidates(10), RaceSettings())
+    assert [(len(ids), start, end) for ids, start, end in ev.calls] == [(10, 0, 625), (4, 625, 1875), (2, 1875, 5625),
+                                                                        (1, 5625, 10_000)]
+    # a subset under 625 images: one round on all of it, i.e. exact selection
+    small = TableEvaluator([[float(k)] * 256 for k in range(10)])
+    race(small, _candidates(10), RaceSettings())
+    assert small.calls == [(list(range(10)), 0, 256)]
+    # a fraction, when given, still means a share of the subset
+    assert RaceSettings(start_fraction=0.125).first_round(10_000) == 1250
+    assert LAASPConfig(target_flops=0.3).race_settings() == RaceSettings()
+
+
 def test_finalists_are_scored_on_the_whole_subset_when_the_field_is_large() -> None:
     # losses tie on early images; only the full subset separates them: the exact winner among finalists wins
     table = [[1.0] * 6 + [1.0, 1.0], [1.0] * 6 + [0.0, 0.0]]
@@ -101,7 +116,8 @@ def test_laasp_runs_with_race_settings() -> None:
 
 @pytest.mark.parametrize("field,value,words", [("approx_eta", 1, "--approx-eta"),
                                                ("approx_confidence", 1.0, "--approx-confidence"),
-                                               ("approx_confidence", 0.4, "--approx-confidence")])
+                                               ("approx_confidence", 0.4, "--approx-confidence"),
+                                               ("approx_start_fraction", 0.0, "--approx-start-fraction")])
 def test_bad_race_settings_are_refused(field: str, value, words: str) -> None:
     with pytest.raises(UserError, match=words):
         LAASPConfig(target_flops=0.3, **{field: value}).validate()
