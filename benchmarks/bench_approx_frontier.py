@@ -85,8 +85,6 @@ def settings_grid(args: argparse.Namespace) -> list[RaceSettings]:
         args.start_fractions.split(","), args.etas.split(","), confidences)]
 
 
-def label(s: RaceSettings) -> str:
-    return f"start {s.start_fraction:g}, eta {s.eta}, " + ("no bound" if s.confidence is None else f"bound {s.confidence:g}")
 
 
 def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettings], device,
@@ -144,7 +142,7 @@ def summarise(sizes: list[dict], settings: list[RaceSettings]) -> list[dict]:
         for i, s in enumerate(settings):
             races = [st["races"][i] for st in size["steps"]]
             med = statistics.median(r["s"] for r in races)
-            rows.append({"subset": size["subset"], "steps": len(races), "method": label(s),
+            rows.append({"subset": size["subset"], "steps": len(races), "method": s.describe(),
                          "speedup_vs_authors": ref / med if ref else None, "median_s": med,
                          "agreement": sum(r["agrees"] for r in races) / len(races),
                          "median_regret": statistics.median(r["regret"] for r in races),

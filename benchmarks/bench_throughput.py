@@ -6,9 +6,10 @@ done on whole batches as tensor ops, the shared `train_epoch` with the engine's 
 ``--precision`` says otherwise). Authors': torchvision ImageFolder + PIL transforms
 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader
 with worker processes (pinned memory on CUDA), and a plain fp32 SGD loop, as their scripts
-train. With ``--compile`` ours also runs through ``torch.compile`` (a copy of the same network,
-its own optimizer), its compile time reported apart. Same model, same images, same batch size and optimizer; the two alternate over several
-rounds and the median of each is reported.
+train. Same model, same images, same batch size and optimizer; the two alternate over several
+rounds and the median of each is reported. With ``--compile`` ours also runs through
+``torch.compile`` (a copy of the same network with its own optimizer) in the same rounds, its
+compile time reported apart.
 
     python benchmarks/bench_throughput.py --data-root ../shared/data/cifar10-jpeg.zip --images 5000 --rounds 3
     python benchmarks/bench_throughput.py --model resnet56 --device cuda --workers 8 ...   # on a GPU
