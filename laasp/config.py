@@ -4,7 +4,7 @@ Defaults per model family come from `harness.train.recipes` (the authors' script
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from harness.errors import UserError
 from harness.prune.pruner import PruneSchedule
@@ -18,6 +18,7 @@ SELECTION_MODES = ("exact", "approx")
 # in sorted order, so about the first 117 of 1,000 classes; range(0, 49999) on CIFAR: all but one).
 SUBSET_POLICIES = ("random", "authors")
 AUTHORS_SUBSET_POOL = 149_999
+RACE_FIELDS = ("approx_start_fraction", "approx_eta", "approx_confidence")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,15 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--subset-policy must be one of {', '.join(SUBSET_POLICIES)} (got {self.subset_policy!r})")
         if self.candidate_batch is not None and self.candidate_batch < 1:
             raise UserError(f"--candidate-batch must be >= 1 (got {self.candidate_batch})")
+
+    def identity(self) -> dict:
+        """What a saved state must match: an exact run without --approx-check never reads the race's
+        settings, so it leaves them out (a state saved before their defaults changed still resumes)."""
+        fields = asdict(self)
+        if self.selection == "exact" and not self.approx_check:
+            for key in RACE_FIELDS:
+                fields.pop(key)
+        return fields
 
     def race_settings(self):
         from laasp.racing import RaceSettings

@@ -257,3 +257,19 @@ def test_records_and_states_from_before_the_rename_still_read(tmp_path) -> None:
     # nor does the DataLoader's worker count decide what a run computes: another count resumes it
     other = replace(cfg, data=replace(cfg.data, loader_workers=0))
     assert _upgraded_identity({**saved, "data": {**saved["data"], "loader_workers": 4}}) == other.identity()
+
+
+def test_an_exact_laasp_state_saved_under_the_old_race_defaults_still_resumes(tmp_path) -> None:
+    from dataclasses import asdict
+
+    from harness.job.records import to_jsonable
+    from harness.job.start import _upgraded_identity
+
+    cfg = _config(tmp_path, 1)
+    saved = {**cfg.identity(), "pruner_config": to_jsonable(asdict(replace(cfg.pruner_config, approx_start_fraction=0.125,
+                                                                           approx_eta=2)))}
+    assert _upgraded_identity(saved, cfg.identity()) == cfg.identity()
+    # an approximate run's race decides its picks: a state saved with another race is refused
+    approx = _config(tmp_path, 1, selection="approx")
+    saved = {**approx.identity(), "pruner_config": to_jsonable(asdict(replace(approx.pruner_config, approx_eta=2)))}
+    assert _upgraded_identity(saved, approx.identity()) != approx.identity()

@@ -121,3 +121,14 @@ def test_laasp_runs_with_race_settings() -> None:
 def test_bad_race_settings_are_refused(field: str, value, words: str) -> None:
     with pytest.raises(UserError, match=words):
         LAASPConfig(target_flops=0.3, **{field: value}).validate()
+
+
+def test_an_exact_runs_identity_leaves_the_race_out() -> None:
+    # a state saved by an exact run under the old race defaults (0.125, eta 2) resumes under today's;
+    # an approximate run's race is part of what it computes, so there it must match
+    old = LAASPConfig(target_flops=0.3, approx_start_fraction=0.125, approx_eta=2)
+    assert old.identity() == LAASPConfig(target_flops=0.3).identity()
+    assert "approx_eta" not in old.identity()
+    for mode in ({"selection": "approx"}, {"approx_check": True}):
+        assert (LAASPConfig(target_flops=0.3, approx_eta=2, **mode).identity()
+                != LAASPConfig(target_flops=0.3, **mode).identity())

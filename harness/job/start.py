@@ -31,17 +31,24 @@ def load_start_weights(model: nn.Module, cfg: JobConfig, in_channels: int) -> di
 
 def read_state(path: Path, cfg: JobConfig) -> dict[str, Any]:
     payload = read_checkpoint(path)
-    if _upgraded_identity(payload["meta"].get("job")) != cfg.identity():
+    want = cfg.identity()
+    if _upgraded_identity(payload["meta"].get("job"), want) != want:
         raise UserError(f"{path} holds the state of a run with other settings; use another --out, "
                         "or delete the file to start over")
     return payload
 
 
-def _upgraded_identity(saved: dict[str, Any] | None) -> dict[str, Any] | None:
+def _upgraded_identity(saved: dict[str, Any] | None, current: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """A saved state's identity as today's `JobConfig.identity` computes it: without the DataLoader's
     worker count (``data.workers`` before --loader-workers, ``data.loader_workers`` since); a state
     written before --precision had ``amp`` (False meant fp32) and no deterministic mode; one
-    written before --decoder has none (in-memory data ignore it; no streamed run had been made then)."""
+    written before --decoder has none (in-memory data ignore it; no streamed run had been made then).
+    A pruner config whose identity leaves out settings it does not read (today's, ``current``) drops
+    them from the saved one too: the settings that decide they are unread are still compared (an
+    exact LAASP run saved with the race's settings, before their defaults changed, resumes)."""
+    kept = (current or {}).get("pruner_config")
+    if saved and isinstance(kept, dict) and isinstance(saved.get("pruner_config"), dict):
+        saved = {**saved, "pruner_config": {k: v for k, v in saved["pruner_config"].items() if k in kept}}
     if saved and isinstance(saved.get("data"), dict):  # the loader's worker count (either name) is no identity
         saved = {**saved, "data": {k: v for k, v in saved["data"].items() if k not in ("workers", "loader_workers")}}
     if saved and isinstance(saved.get("data"), dict) and "decoder" not in saved["data"]:
