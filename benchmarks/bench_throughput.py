@@ -58,6 +58,7 @@ def measure(data_root: str, model: str = "resnet20", images: int = 5000, batch_s
     from harness.data import DataConfig, find_imagefolder, load_dataset
     from harness.models import build_model
     from harness.train.device import Precision, select_device
+    from harness.train.compiled import CompiledTraining
     from harness.train.engine import OptimConfig, make_optimizer, train_epoch
 
     dev = select_device(device)
@@ -81,9 +82,10 @@ def measure(data_root: str, model: str = "resnet20", images: int = 5000, batch_s
                 "reference": "ImageFolder + PIL + DataLoader, fp32, contiguous (the authors' pipeline)"}
     say(f"{model}, {images} training images from {data.root}, batch {batch_size}, {dev}, ours "
         f"{ours_precision.name} + channels_last, authors' loader with {workers} workers in fp32")
-    if compiled:
+    if compiled:  # as --compile trains: the engine's CompiledTraining, eager where torch.compile is unavailable
         compiled_net = copy.deepcopy(ours_model)
-        compiled_model, compiled_opt = torch.compile(compiled_net), make_optimizer(compiled_net, optim_cfg)
+        compiling = CompiledTraining(enabled=True)
+        compiled_model, compiled_opt = compiling.module(compiled_net), make_optimizer(compiled_net, optim_cfg)
     ours, theirs, comp, compile_s = [], [], [], None
     for r in range(rounds + 1):  # round 0 warms up all (worker start-up, allocator, cuDNN autotuning, compilation)
         stats = train_epoch(ours_model, data.train_batches(batch_size, r), ours_opt, 0.05, ours_precision)
@@ -109,7 +111,7 @@ def measure(data_root: str, model: str = "resnet20", images: int = 5000, batch_s
         say(f"compiled: {c:.1f} img/s, {c / o:.2f}x eager, {c / t:.2f}x the authors' pipeline; "
             f"compilation ~{compile_s:.0f} s")
         result.update(compiled_img_s=c, compiled_vs_eager=c / o, compiled_speedup=c / t, compile_s=compile_s,
-                      compiled_rounds=comp)
+                      compiled_rounds=comp, compile_fallback=compiling.fallback)
     return result
 
 

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from laasp.racing import RaceSettings  # noqa: E402
 
 
 def pooled(folder: Path) -> dict[tuple, dict]:
@@ -24,11 +29,11 @@ def pooled(folder: Path) -> dict[tuple, dict]:
         for size in frontier["sizes"]:
             for step in size["steps"]:
                 for race in step["races"]:
-                    s = race["settings"]
-                    if s["confidence"] is not None:
+                    settings = RaceSettings(**race["settings"])
+                    if settings.confidence is not None:
                         continue
-                    first = max(1, round(s["start_fraction"] * size["subset"]))
-                    cell = cells[(first, model, size["subset"], s["eta"])]
+                    first = settings.first_round(size["subset"])
+                    cell = cells[(first, model, size["subset"], settings.eta)]
                     cell["agree"] += race["agrees"]
                     cell["steps"] += 1
                     cell["regrets"].append(race["regret"])

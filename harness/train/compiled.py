@@ -7,7 +7,8 @@ soft masks (in-place weight changes) and checkpoints (the plain module's state_d
 model, and a resumed run compiles again on its first epoch.
 
 Off by default: on the 2-core CPU of this project compiled training measured 0.72x eager after
-~200 s of compile time (benchmarks/bench_compile.py); on a GPU it is the user's call (--compile)
+~200 s of compile time on a loaded machine (benchmarks/bench_compile.py) and 0.87x on a quiet one
+(benchmarks/bench_throughput.py --compile); on a GPU it is the user's call (--compile)
 until the GPU check (benchmarks/gpu_check.sh) has measured it there.
 """
 from __future__ import annotations
