@@ -81,8 +81,9 @@ class PeakRSS:
 
 def settings_grid(args: argparse.Namespace) -> list[RaceSettings]:
     confidences = [None if c == "none" else float(c) for c in args.confidences.split(",")]
-    return [RaceSettings(float(s), int(e), c) for s, e, c in itertools.product(
-        args.start_fractions.split(","), args.etas.split(","), confidences)]
+    starts = [None if s == "default" else float(s) for s in args.start_fractions.split(",")]
+    return [RaceSettings(s, int(e), c) for s, e, c in itertools.product(
+        starts, args.etas.split(","), confidences)]
 
 
 
@@ -191,7 +192,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6, help="pruning steps measured per subset size")
     p.add_argument("--step-scale", type=float, default=1.0, help="LAASP FLOPs step (%% of baseline FLOPs)")
     p.add_argument("--reference-steps", type=int, default=1, help="steps on which the authors' loop is timed")
-    p.add_argument("--start-fractions", default="0.0625,0.125")
+    p.add_argument("--start-fractions", default="0.0625,0.125",
+                   help="shares of the subset in round 1; 'default' is LAASP's first round in images")
     p.add_argument("--etas", default="2,3,4")
     p.add_argument("--confidences", default="none,0.99")
     p.add_argument("--chunk-size", type=int, default=500)
