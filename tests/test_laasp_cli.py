@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.helpers import error_line, run_cli
+from tests.helpers import error_line, one_error, run_cli
 
 BASE = ["run", "--pruner", "laasp", "--model", "resnet20", "--dataset", "digits", "--epochs", "2"]
 
@@ -23,19 +23,24 @@ BASE = ["run", "--pruner", "laasp", "--model", "resnet20", "--dataset", "digits"
     ([], "needs --target-flops"),
     (["--target-flops", "0.3", "--pruner", "nope"], "unknown pruner 'nope'; registered: "),
 ])
-def test_bad_input(extra, words, tmp_path) -> None:
-    proc = run_cli(*BASE, *extra, "--out", str(tmp_path / "o"))
-    assert words in error_line(proc)
+def test_bad_input(extra, words, tmp_path, capsys) -> None:
+    assert words in one_error(capsys, [*BASE, *extra, "--out", str(tmp_path / "o")])  # in process: seconds saved per case
     assert not (tmp_path / "o").exists()
 
 
-def _cifar_run(root, out, seed="0"):
+def test_bad_input_from_a_real_process(tmp_path) -> None:
+    proc = run_cli(*BASE, "--target-flops", "0", "--out", str(tmp_path / "o"))
+    assert "--target-flops must be a fraction in (0, 1)" in error_line(proc)
+    assert not (tmp_path / "o").exists()
+
+
+def _cifar_run(root, out):
     return run_cli("run", "--pruner", "laasp", "--model", "resnet20", "--dataset", "cifar10", "--data-root", str(root),
                    "--train-subset", "1000", "--test-subset", "500", "--epochs", "3", "--prune-epoch", "1",
                    "--batch-size", "64", "--target-flops", "0.25", "--step-scale", "5", "--recover-epoch", "1",
                    "--recover-flop", "0.2", "--subset-size", "128", "--max-prune-rate", "0.5",
-                   "--criteria", "l1,l2,eucl", "--seed", seed, "--device", "cpu", "--out", str(out), "--quiet",
-                   timeout=900)  # CPU: the same seed must give the same trace
+                   "--criteria", "l1,l2,eucl", "--seed", "0", "--device", "cpu", "--out", str(out), "--quiet",
+                   timeout=900)
 
 
 @pytest.mark.slow
@@ -57,9 +62,6 @@ def test_short_real_cifar10_run(cifar10_root, tmp_path) -> None:
     assert [h["phase"] for h in rec["history"]] == ["train", "recover", "finetune", "finetune"]
     assert rec["final"]["top1"] > 15  # chance is 10%
     assert rec["timings"]["selection_s"] > 0 and rec["timings"]["recover_s"] > 0
-    # same seed on CPU: the same selection trace
-    proc = _cifar_run(cifar10_root, tmp_path / "b")
-    assert proc.returncode == 0, proc.stderr
-    rec_b = json.loads((tmp_path / "b" / "record.json").read_text())
-    picks = lambda r: [(s["layer"], s["criterion"], s["removed"], s["loss"]) for s in r["trace"]]  # noqa: E731
-    assert picks(rec_b) == picks(rec)
+    # Same seed, same trace is checked where it is cheap: LAASP sweeps give identical records
+    # serial and under Ray, and killed-and-resumed (test_sweep_run, test_sweep_faults); the real
+    # data's batches are seed-determined (test_data). A second real run here cost 45 s.

@@ -14,7 +14,7 @@ from harness.models import build_model
 from harness.prune.plugins import load_builtin_pruners
 from harness.prune.prunable import PrunableNetwork
 from harness.prune.pruner import PRUNERS, method_table
-from tests.helpers import REPO, error_line, run_cli
+from tests.helpers import REPO, one_error
 from tests.pruner_ctx import FakeCtx
 
 load_builtin_pruners()
@@ -124,9 +124,9 @@ def test_method_setting_errors(name: str, kwargs: dict, words: str) -> None:
     (("--pruner", "pfec", "--rates", "0.1,0.2"), "--rates has 2 values, but resnet20 takes"),
     (("--pruner", "slimming", "--target-flops", "0.3", "--reg", "0"), "--reg must be > 0"),
 ])
-def test_bad_input_is_one_error_line_before_training(tmp_path, args: tuple, words: str) -> None:
+def test_bad_input_is_one_error_line_before_training(tmp_path, capsys, args: tuple, words: str) -> None:
     out = tmp_path / "run"
-    line = error_line(run_cli("run", *args, "--model", "resnet20", "--epochs", "2", "--out", str(out)))
+    line = one_error(capsys, ["run", *args, "--model", "resnet20", "--epochs", "2", "--out", str(out)])
     assert words in line
     assert not out.exists()  # nothing trained, nothing written
 

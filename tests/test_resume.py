@@ -11,7 +11,7 @@ from harness.train.engine import OptimConfig
 from harness.errors import UserError
 from harness.job.run import JobConfig, run_job
 from laasp.config import LAASPConfig
-from tests.helpers import error_line, run_cli
+from tests.helpers import error_line, one_error, run_cli
 
 
 class Interrupt(Exception):
@@ -224,5 +224,5 @@ def test_unpruned_baseline_gets_the_same_epoch_budget(tmp_path, uninterrupted, f
     (["run", "--pruner", "l1_uniform", "--target-flops", "0.2", "--epoch-budget", "5", "--budget-epoch", "1"],
      "--budget-epoch is for unpruned runs"),
 ])
-def test_budget_errors(args, words) -> None:
-    assert words in error_line(run_cli(*args, "--model", "resnet20", "--epochs", "3"))
+def test_budget_errors(args, words, capsys) -> None:
+    assert words in one_error(capsys, [*args, "--model", "resnet20", "--epochs", "3"])
