@@ -62,6 +62,7 @@ def test_short_real_cifar10_run(cifar10_root, tmp_path) -> None:
     assert [h["phase"] for h in rec["history"]] == ["train", "recover", "finetune", "finetune"]
     assert rec["final"]["top1"] > 15  # chance is 10%
     assert rec["timings"]["selection_s"] > 0 and rec["timings"]["recover_s"] > 0
-    # Same seed, same trace is checked where it is cheap: LAASP sweeps give identical records
-    # serial and under Ray, and killed-and-resumed (test_sweep_run, test_sweep_faults); the real
-    # data's batches are seed-determined (test_data). A second real run here cost 45 s.
+    # Same seed, same trace is checked where it is cheap, on digits: LAASP sweeps give identical
+    # records serially and under Ray, and killed then resumed (test_sweep_run, test_sweep_faults);
+    # the batch order, which every data set shares, is seed-determined (test_data). A second real
+    # run here cost 45 s.
