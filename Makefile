@@ -33,8 +33,9 @@ bench: $(STAMP)
 	$(PY) run_bench.py report $(BENCH_RESULTS)/quick
 	$(PY) run_bench.py plots $(BENCH_RESULTS)/quick
 
+# One pytest worker per core, each test file on one worker (its module fixtures built once).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then $(PY) -m pytest -q -m cuda; fi
 
 clean-venv:

@@ -44,6 +44,14 @@ def pytest_configure(config) -> None:
     and benchmarks/gpu_check.sh run it when CUDA is there). Set before torch initialises CUDA."""
     if "cuda" not in (config.getoption("markexpr", "") or ""):
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs one worker per core (pytest-xdist): a worker's torch threads, and those
+        # of the runs it starts, would otherwise contend for the other workers' cores
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        # Ray starts its workers at niceness 15: beside the other worker's tests they starved
+        # (a 26 s two-process trial timed out at 300 s). The README gives users the same setting.
+        os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture(scope="module")
