@@ -50,7 +50,8 @@ def pytest_configure(config) -> None:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
         # Ray starts its workers at niceness 15: beside the other worker's tests they starved
-        # (a 26 s two-process trial timed out at 300 s). The README gives users the same setting.
+        # (beside them and a benchmark, a 26 s two-process trial timed out at 300 s); the README
+        # gives users the same setting.
         os.environ.setdefault("RAY_worker_niceness", "0")
 
 
