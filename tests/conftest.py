@@ -49,9 +49,9 @@ def pytest_configure(config) -> None:
         # of the runs it starts, would otherwise contend for the other workers' cores
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        # Ray starts its workers at niceness 15: beside the other worker's tests they starved
-        # (beside them and a benchmark, a 26 s two-process trial timed out at 300 s); the README
-        # gives users the same setting.
+        # Ray starts its workers at niceness 15, where they starve beside other work: with the other
+        # worker's tests and a benchmark running, a 26 s two-process trial timed out at 300 s.
+        # The README gives users the same setting.
         os.environ.setdefault("RAY_worker_niceness", "0")
 
 
