@@ -110,7 +110,8 @@ def accuracy_vs_flops(records: Sequence[dict[str, Any]]) -> Figure | None:
             y = [r.top1.mean for r in prs]
             ax.errorbar(x, y, yerr=[r.top1.std or 0.0 for r in prs],
                         xerr=[100 * (r.flops_reduction.std or 0.0) for r in prs], fmt=f"{markers[pruner]}-",
-                        ms=6, capsize=3, color=colors[pruner], label=f"{pruner} (mean ± std, {_runs(sum(r.seeds for r in prs))})")
+                        ms=6, capsize=3, color=colors[pruner],
+                        label=f"{pruner} (mean ± std, {_runs(sum(r.seeds for r in prs))})")
             points += list(zip(x, y))
         front = pareto_front(points)
         if front:
