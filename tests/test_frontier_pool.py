@@ -31,3 +31,27 @@ def test_races_pool_by_first_round_images_across_folders(tmp_path) -> None:
     assert cells[(125, "resnet20", 1000, 3)]["agree"] == 1 and cells[(125, "resnet20", 1000, 3)]["steps"] == 2
     text = frontier_by_first_round.table(cells)
     assert "| 125 | resnet20 | 1000 | 3 | 1/2 | 0.400 |" in text and "| 125 | resnet56 | 2000 | 3 | 1/1 | 0.000 |" in text
+
+
+def test_a_step_measured_by_two_runs_counts_once(tmp_path) -> None:
+    # the same fixture, subset, step and exact winner's loss: the same network state, counted once,
+    # whichever start fraction gave its 625-image first round; a different state counts
+    how = "resnet20 trained 5 epochs (seed 0); LAASP exact run, FLOPs step 1.0%; up to 4 steps"
+    step = {"step": 1, "winner_loss": 1.25, "races": [_race(0.0625, 3, True, 0.0)]}
+    other = {"step": 2, "winner_loss": 1.5, "races": [_race(None, 3, False, 0.001)]}
+    for name, steps in (("first", [step]), ("rerun", [dict(step, races=[_race(None, 3, True, 0.0)]), other])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "frontier.json").write_text(json.dumps(
+            {"how": how + f", run {name}", "rows": [], "sizes": [{"subset": 10000, "reference_s": [], "steps": steps}]}))
+    cells = frontier_by_first_round.pooled(tmp_path)
+    assert cells[(625, "resnet20", 10000, 3)] == {"agree": 1, "steps": 2, "regrets": [0.0, 0.001]}
+
+
+def test_the_lower_bound_reaches_95_percent_at_59_agreeing_steps() -> None:
+    assert frontier_by_first_round.lower_bound(58, 58) < 0.95 < frontier_by_first_round.lower_bound(59, 59)
+    assert frontier_by_first_round.lower_bound(0, 5) == 0.0
+    # a miss lowers it: 13 of 13 against 12 of 13
+    assert frontier_by_first_round.lower_bound(12, 13) < frontier_by_first_round.lower_bound(13, 13)
+    text = frontier_by_first_round.pooled_table({(625, "resnet20", 5000, 3): {"agree": 3, "steps": 3, "regrets": [0]},
+                                                 (625, "resnet56", 2000, 3): {"agree": 2, "steps": 3, "regrets": [0]}})
+    assert "| 625 | 3 | 5/6 |" in text
