@@ -16,7 +16,10 @@ the steps of a real LAASP run, several loss-subset sizes.
    sampled every 2 ms (CPU; coarse: memory the allocator kept from an earlier step is not seen
    again, so a later, smaller search can read 0), or CUDA's peak allocation above the start.
 
-Writes ``frontier.md``, ``frontier.json`` and ``frontier.png`` to ``--out``.
+Writes ``frontier.md``, ``frontier.json`` and ``frontier.png`` to ``--out``. With
+``--save-losses DIR`` the exact pass also keeps every candidate's loss on every image, and each
+step's matrix goes to ``DIR`` (outside git: megabytes a step), for `simulate_races.py` to replay
+any race on it, in many image orders, at no further forward cost.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import torch
 
 from harness.data import DataConfig, load_dataset
 from harness.job.checkpoint import load_checkpoint
+from harness.prune.flops import layer_flops
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP
 from laasp.racing import RaceSettings, race
@@ -107,10 +111,13 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
         candidates = pruner.candidates()
         if not candidates:
             break
+        pruner.evaluator.keep_per_image = args.save_losses is not None
         with PeakRSS(device) as mem:
             t = time.perf_counter()
             winner = pruner.select(candidates)
             exact_s = time.perf_counter() - t
+        if args.save_losses is not None:
+            save_losses(Path(args.save_losses) / f"n{n}-step{step:03d}.pt", pruner, candidates, winner)
         exact_loss = {c.removal: c.loss for c in candidates}
         row = {"step": step, "candidates": len(candidates), "exact_s": exact_s, "exact_peak_mb": mem.peak_mb,
                "winner_loss": winner.loss, "races": []}
@@ -129,6 +136,25 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
         print(f"  n={n} step {step}: {len(candidates)} candidates, exact {exact_s:.2f}s, FLOPs -"
               f"{100 * pruner.reduction():.1f}%", flush=True)
     return {"subset": n, "reference_s": ref_times, "steps": steps}
+
+
+def save_losses(path: Path, pruner: LAASP, candidates: list[Candidate], winner: Candidate) -> None:
+    """The exact pass's (candidates x images) float64 losses, in subset order, and what a candidate
+    costs per image: the conv/linear MACs of the stages it re-runs (`simulate_races.py`)."""
+    evaluator = pruner.evaluator
+    evaluator.keep_per_image = False
+    per_module = layer_flops(pruner.model, pruner.net.input_size, pruner.net.in_channels)
+    stage_macs = [0] * len(evaluator.stages)
+    for name, module in pruner.model.named_modules():
+        if name in per_module:
+            stage_macs[evaluator.stage_of.get(module, 0)] += per_module[name]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"losses": torch.stack([torch.cat(c.per_image) for c in candidates]),
+                "suffix_macs": torch.tensor([sum(stage_macs[c.first_stage:]) for c in candidates]),
+                "winner": candidates.index(winner), "sources": [[list(s) for s in c.sources] for c in candidates]},
+               path)
+    for c in candidates:
+        c.per_image.clear()
 
 
 def summarise(sizes: list[dict], settings: list[RaceSettings]) -> list[dict]:
@@ -201,6 +227,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/approx_frontier")
+    p.add_argument("--save-losses", default=None, metavar="DIR",
+                   help="keep each step's per-image candidate losses here (outside git) for simulate_races.py")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -41,8 +41,9 @@ def test_a_step_measured_by_two_runs_counts_once(tmp_path) -> None:
     other = {"step": 2, "winner_loss": 1.5, "races": [_race(None, 3, False, 0.001)]}
     for name, steps in (("first", [step]), ("rerun", [dict(step, races=[_race(None, 3, True, 0.0)]), other])):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "frontier.json").write_text(json.dumps(
-            {"how": how + f", run {name}", "rows": [], "sizes": [{"subset": 10000, "reference_s": [], "steps": steps}]}))
+        size = {"subset": 10000, "reference_s": [], "steps": steps}
+        (tmp_path / name / "frontier.json").write_text(json.dumps({"how": f"{how}, run {name}", "rows": [],
+                                                                   "sizes": [size]}))
     cells = frontier_by_first_round.pooled(tmp_path)
     assert cells[(625, "resnet20", 10000, 3)] == {"agree": 1, "steps": 2, "regrets": [0.0, 0.001]}
 
@@ -52,6 +53,7 @@ def test_the_lower_bound_reaches_95_percent_at_59_agreeing_steps() -> None:
     assert frontier_by_first_round.lower_bound(0, 5) == 0.0
     # a miss lowers it: 13 of 13 against 12 of 13
     assert frontier_by_first_round.lower_bound(12, 13) < frontier_by_first_round.lower_bound(13, 13)
-    text = frontier_by_first_round.pooled_table({(625, "resnet20", 5000, 3): {"agree": 3, "steps": 3, "regrets": [0]},
-                                                 (625, "resnet56", 2000, 3): {"agree": 2, "steps": 3, "regrets": [0]}})
+    text = frontier_by_first_round.pooled_table({
+        (625, "resnet20", 5000, 3): {"agree": 3, "steps": 3, "regrets": [0]},
+        (625, "resnet56", 2000, 3): {"agree": 2, "steps": 3, "regrets": [0]}})
     assert "| 625 | 3 | 5/6 |" in text

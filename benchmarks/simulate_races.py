@@ -1,0 +1,229 @@
+"""Replay LAASP's race on saved per-image candidate losses, in many image orders.
+
+    python benchmarks/simulate_races.py .cache/frontier_losses/resnet20_subset10000 --orders 200 \
+        --subsets 2000,5000,10000 --start-images 312,625,1250 --etas 3,4 --confidences none,0.99
+
+`bench_approx_frontier.py --save-losses DIR` keeps, at every step of an exact LAASP run, each
+candidate's loss on each image of the subset. A race only ever reads those numbers, so it can be
+replayed here with the production code (`laasp.racing.race`, on an evaluator that reads the
+matrix) for any setting and any order of the images, at no forward cost:
+
+- **Order 0 is the subset as drawn**: on the full subset it is the race the benchmark ran, pick
+  for pick (a test checks this). Orders 1.. are uniform random permutations (seeded): other,
+  equally likely orders of the same images, so each step gives an agreement *rate*, not one
+  yes/no.
+- **A smaller subset** (``--subsets``) is the first m images of each order: a uniform random
+  m-image part of the saved subset, whose exact winner is recomputed on those m images.
+- **Work** counts what the evaluator computes: per candidate and image, the conv/linear MACs of
+  the stages it re-runs, plus the clean prefix each round computes once per image (up to the
+  deepest first stage in the round). Exact selection's work on the same images over the race's is
+  the predicted speed-up over exact selection; ``--authors FRONTIER_JSON`` turns it into one over
+  the authors' loop with the ratio of authors' to exact time measured in that benchmark run.
+  Evaluation is conv-bound (about 90% of a CPU forward is convolution), so MACs stand for time;
+  ``--measured`` (the benchmark runs that saved the losses) checks that: the column ``measured``
+  is exact selection's time over the race's, where the benchmark timed the same race.
+
+Writes ``simulated.md`` and ``simulated.json`` to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness.errors import UserError  # noqa: E402
+from laasp.racing import DEFAULT_START_IMAGES, RaceSettings, race  # noqa: E402
+from laasp.selection import Candidate, best  # noqa: E402
+
+
+class MatrixEvaluator:
+    """The part of `CandidateEvaluator` a race uses, reading losses instead of computing them.
+
+    ``Candidate.removal`` holds the candidate's row of ``matrix`` (candidates x images)."""
+
+    def __init__(self, matrix: torch.Tensor, suffix_macs: torch.Tensor):
+        self.matrix, self.suffix_macs = matrix, [int(m) for m in suffix_macs]
+        self.x = matrix[0]  # a race reads len(evaluator.x): the subset size
+        self.total_macs = max(self.suffix_macs)  # a stem candidate re-runs the whole network
+        self.keep_per_image = False
+        self.work = 0
+
+    def losses(self, candidates: list[Candidate], n_images: int | None = None, start_image: int = 0) -> None:
+        n_images = len(self.x) if n_images is None else min(n_images, len(self.x))
+        rows = n_images - start_image
+        self.work += rows * (self.total_macs - min(self.suffix_macs[c.removal] for c in candidates))
+        for c in candidates:
+            segment = self.matrix[c.removal, start_image:n_images]
+            c.loss_sum += float(segment.sum())
+            c.images += rows
+            self.work += rows * self.suffix_macs[c.removal]
+            if self.keep_per_image:
+                c.per_image.append(segment)
+
+    def exact_work(self) -> int:
+        return len(self.x) * (sum(self.suffix_macs) + self.total_macs - min(self.suffix_macs))
+
+
+def load_steps(folder: Path) -> list[dict]:
+    return [dict(torch.load(path, weights_only=True), name=path.stem) for path in sorted(folder.glob("*.pt"))]
+
+
+def replay(step: dict, settings: RaceSettings, subset: int, order: torch.Tensor) -> dict:
+    """One race on the first ``subset`` images of ``order``: pick, agreement, regret, work ratio."""
+    matrix = step["losses"][:, order[:subset]]
+    exact_loss = matrix.mean(1)
+    winner = int(torch.argmin(exact_loss))  # the first smallest: the authors' order breaks ties
+    evaluator = MatrixEvaluator(matrix, step["suffix_macs"])
+    pick = race(evaluator, [Candidate(i, []) for i in range(len(matrix))], settings).removal
+    return {"agrees": pick == winner, "regret": float((exact_loss[pick] - exact_loss[winner]) / exact_loss[winner]),
+            "work_ratio": evaluator.exact_work() / evaluator.work}
+
+
+def simulate(steps: list[dict], settings: RaceSettings, subset: int, orders: int, seed: int) -> dict:
+    per_step = []
+    for k, step in enumerate(steps):
+        n = step["losses"].shape[1]
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        runs = [replay(step, settings, subset, torch.arange(n) if o == 0 else torch.randperm(n, generator=gen))
+                for o in range(orders)]
+        per_step.append({"step": step["name"], "agreement": sum(r["agrees"] for r in runs) / len(runs),
+                         "as_drawn_agrees": runs[0]["agrees"], "as_drawn_regret": runs[0]["regret"],
+                         "regrets": [r["regret"] for r in runs],
+                         "work_ratio": statistics.median(r["work_ratio"] for r in runs)})
+    regrets = [r for s in per_step for r in s["regrets"]]
+    return {"settings": settings.__dict__, "describe": settings.describe(), "subset": subset, "steps": len(per_step),
+            "orders": orders, "agreement": statistics.fmean(s["agreement"] for s in per_step),
+            "worst_step_agreement": min(s["agreement"] for s in per_step),
+            "median_regret": statistics.median(regrets), "p99_regret": _quantile(regrets, 0.99),
+            "max_regret": max(regrets), "work_ratio": statistics.median(s["work_ratio"] for s in per_step),
+            "per_step": [{k: v for k, v in s.items() if k != "regrets"} for s in per_step]}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def authors_over_exact(frontier_json: Path) -> float:
+    """The authors' loop's median time over exact selection's, as measured in one benchmark run."""
+    size = json.loads(frontier_json.read_text())["sizes"][0]
+    if not size["reference_s"]:
+        raise UserError(f"{frontier_json} has no timing of the authors' loop; pass a run made with "
+                        "--reference-steps 1 or more")
+    return statistics.median(size["reference_s"]) / statistics.median(s["exact_s"] for s in size["steps"])
+
+
+def measured_ratio(frontier_json: Path, settings: RaceSettings, subset: int) -> float | None:
+    """Exact selection's median time over the race's, where that benchmark run timed this race."""
+    for size in json.loads(frontier_json.read_text())["sizes"]:
+        if size["subset"] != subset:
+            continue
+        ratios = [step["exact_s"] / race["s"] for step in size["steps"] for race in step["races"]
+                  if (RaceSettings(**race["settings"]).first_round(subset), race["settings"]["eta"],
+                      race["settings"]["confidence"]) == (settings.first_round(subset), settings.eta,
+                                                          settings.confidence)]
+        if ratios:
+            return statistics.median(ratios)
+    return None
+
+
+def _x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def markdown(rows: list[dict], how: str, authors: float | None) -> str:
+    head = ("| subset | race | steps x orders | agreement | worst step | median / p99 / max regret (%) | "
+            "work vs exact (x) | measured (x) | vs authors (x) |\n|---:|---|---:|---:|---:|---|---:|---:|---:|\n")
+    body = "".join(
+        f"| {r['subset']} | {r['describe']} | {r['steps']} x {r['orders']} | {100 * r['agreement']:.1f}% | "
+        f"{100 * r['worst_step_agreement']:.0f}% | {100 * r['median_regret']:.3f} / {100 * r['p99_regret']:.3f} / "
+        f"{100 * r['max_regret']:.3f} | {r['work_ratio']:.1f} | {_x(r['measured_ratio'])} | "
+        f"{_x(None if authors is None else authors * r['work_ratio'])} |\n" for r in rows)
+    return f"# Races replayed on saved candidate losses\n\n{how}\n\n" + head + body
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("losses", type=Path, nargs="+", help="folders written by bench_approx_frontier.py --save-losses")
+    p.add_argument("--subsets", default="", help="subset sizes to replay (default: each folder's full subset)")
+    p.add_argument("--start-images", default=f"{DEFAULT_START_IMAGES // 2},{DEFAULT_START_IMAGES},"
+                                             f"{2 * DEFAULT_START_IMAGES}", help="first-round sizes in images")
+    p.add_argument("--etas", default="3,4")
+    p.add_argument("--confidences", default="none")
+    p.add_argument("--orders", type=int, default=100, help="image orders per step (the first is the subset as drawn)")
+    p.add_argument("--authors", type=Path, default=None, metavar="FRONTIER_JSON",
+                   help="a bench_approx_frontier.py run that timed the authors' loop and exact selection")
+    p.add_argument("--measured", type=Path, nargs="*", default=[], metavar="FRONTIER_JSON",
+                   help="the benchmark run behind each losses folder, in the same order, for the measured column")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    return p.parse_args(argv)
+
+
+def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], float | None]:
+    """Every folder's steps and the authors' ratio, or a UserError before any replay."""
+    if args.measured and len(args.measured) != len(args.losses):
+        raise UserError(f"--measured names {len(args.measured)} runs for {len(args.losses)} losses folders; give "
+                        "one frontier.json per folder, in the same order")
+    missing = [f for f in [*args.measured, *([args.authors] if args.authors else [])] if not f.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]} is not a file; --measured and --authors take the frontier.json that "
+                        "bench_approx_frontier.py wrote")
+    folders = []
+    for folder in args.losses:
+        steps = load_steps(folder)
+        if not steps:
+            raise UserError(f"no saved steps (*.pt) in {folder}; run bench_approx_frontier.py --save-losses {folder} "
+                            "first")
+        full = min(step["losses"].shape[1] for step in steps)
+        if any(int(s) > full for s in args.subsets.split(",") if s):
+            raise UserError(f"--subsets {args.subsets} asks for more than the {full} images saved in {folder}; pass "
+                            f"sizes up to {full}")
+        folders.append(steps)
+    return folders, authors_over_exact(args.authors) if args.authors else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        folders, authors = checked_inputs(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = []
+    for i, (folder, steps) in enumerate(zip(args.losses, folders)):
+        subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
+        for subset, start, eta, conf in itertools.product(subsets, args.start_images.split(","), args.etas.split(","),
+                                                          args.confidences.split(",")):
+            settings = RaceSettings(int(start) / subset, int(eta), None if conf == "none" else float(conf))
+            row = simulate(steps, settings, subset, args.orders, args.seed)
+            row.update(measured_ratio=measured_ratio(args.measured[i], settings, subset) if args.measured else None,
+                       describe=f"{folder.name}: first round {start}, eta {eta}, "
+                                + ("no bound" if conf == "none" else f"bound {conf}"))
+            rows.append(row)
+            print(markdown([row], "", authors).splitlines()[-1], flush=True)
+    how = (f"Command: python benchmarks/simulate_races.py {' '.join(f.as_posix() for f in args.losses)}"
+           + (f" --subsets {args.subsets}" if args.subsets else "")
+           + f" --start-images {args.start_images} --etas {args.etas} --confidences "
+           f"{args.confidences} --orders {args.orders} --seed {args.seed}"
+           + (f" --measured {' '.join(m.as_posix() for m in args.measured)}" if args.measured else "")
+           + (f" --authors {args.authors.as_posix()} (authors' loop / exact = {authors:.2f}, measured there)"
+              if authors else "")
+           + ". Agreement: mean over steps of the share of orders whose race picked the subset's exact winner.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "simulated.md").write_text(markdown(rows, how, authors))
+    (args.out / "simulated.json").write_text(json.dumps({"how": how, "authors_over_exact": authors, "rows": rows},
+                                                        indent=1))
+    print(f"wrote {args.out / 'simulated.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""benchmarks/simulate_races.py: races replayed on a saved loss matrix are the production races."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from harness.models import build_model
+from laasp.config import LAASPConfig
+from laasp.pruner import LAASP
+from laasp.racing import RaceSettings, race
+from laasp.selection import Candidate
+from tests.helpers import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_approx_frontier  # noqa: E402
+import simulate_races  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def saved_step(tmp_path_factory):
+    """One exact step of LAASP on a random ResNet-20 and 240 random 8x8 images, losses saved."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, 1).eval()
+    for m in model.modules():  # batch norms that are not identities, so candidates differ
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(240, 1, 8, 8, generator=g), torch.randint(0, 10, (240,), generator=g)
+    pruner = LAASP(model, LAASPConfig(target_flops=0.5, chunk_size=50), x, y, 8, 1)
+    candidates = pruner.candidates()
+    pruner.evaluator.keep_per_image = True
+    winner = pruner.select(candidates)
+    path = tmp_path_factory.mktemp("losses") / "n240-step001.pt"
+    bench_approx_frontier.save_losses(path, pruner, candidates, winner)
+    return pruner, candidates, torch.load(path, weights_only=True)
+
+
+def test_saved_losses_are_the_exact_pass(saved_step) -> None:
+    _, candidates, step = saved_step
+    assert step["losses"].shape == (len(candidates), 240) and step["losses"].dtype == torch.float64
+    means = step["losses"].mean(1)
+    assert torch.allclose(means, torch.tensor([c.loss for c in candidates], dtype=torch.float64), rtol=1e-12)
+    assert int(torch.argmin(means)) == step["winner"]
+    # a candidate re-runs the network from its first stage: a deeper one costs less, the stem the most
+    macs = step["suffix_macs"].tolist()
+    assert macs[0] == max(macs) and min(macs) < max(macs)
+
+
+@pytest.mark.parametrize("settings", [RaceSettings(12 / 240, 3), RaceSettings(24 / 240, 2),
+                                      RaceSettings(12 / 240, 4, confidence=0.9)])
+def test_the_subset_as_drawn_replays_the_production_race(saved_step, settings) -> None:
+    pruner, candidates, step = saved_step
+    real = race(pruner.evaluator, [Candidate(c.removal, c.sources) for c in candidates], settings)
+    replayed = simulate_races.replay(step, settings, 240, torch.arange(240))
+    assert replayed["agrees"] == (real.removal == candidates[step["winner"]].removal)
+    evaluator = simulate_races.MatrixEvaluator(step["losses"], step["suffix_macs"])
+    pick = race(evaluator, [Candidate(i, []) for i in range(len(candidates))], settings)
+    assert candidates[pick.removal].removal == real.removal and pick.images == real.images
+
+
+def test_work_counts_images_times_the_stages_re_run(saved_step) -> None:
+    _, _, step = saved_step
+    # a first round on the whole subset is exact selection: the same work
+    assert simulate_races.replay(step, RaceSettings(1.0, 3), 240, torch.arange(240))["work_ratio"] == 1.0
+    assert simulate_races.replay(step, RaceSettings(12 / 240, 3), 240, torch.arange(240))["work_ratio"] > 2
+
+
+def test_a_smaller_subset_has_its_own_exact_winner() -> None:
+    # candidate 0 wins on all 8 images (mean 1.0 against 1.5), candidate 1 on the first 4
+    losses = torch.tensor([[2.0] * 4 + [0.0] * 4, [1.5] * 8], dtype=torch.float64)
+    step = {"losses": losses, "suffix_macs": torch.tensor([10, 10]), "name": "toy"}
+    assert simulate_races.replay(step, RaceSettings(1.0, 3), 8, torch.arange(8))["agrees"]
+    part = simulate_races.replay(step, RaceSettings(1.0, 3), 4, torch.arange(8))
+    assert part["agrees"] and part["regret"] == 0.0  # on 4 images the race's pick, 1, is the exact one
+    # a race that keeps one of two after 2 images drops candidate 0: regret (1.5 - 1.0) / 1.0
+    missed = simulate_races.replay(step, RaceSettings(2 / 8, 2), 8, torch.arange(8))
+    assert not missed["agrees"] and missed["regret"] == pytest.approx(0.5)
+    # another order that shows candidate 0's zeros first keeps it
+    assert simulate_races.replay(step, RaceSettings(2 / 8, 2), 8, torch.tensor([4, 5, 6, 7, 0, 1, 2, 3]))["agrees"]
+
+
+@pytest.mark.parametrize("extra,problem", [
+    (["--subsets", "500"], "asks for more than the 240 images"),
+    (["--measured", "a.json", "b.json"], "names 2 runs for 1 losses folders"),
+    (["--authors", "missing.json"], "missing.json is not a file"),
+])
+def test_bad_input_is_one_error_line_before_any_replay(saved_step, tmp_path, capsys, extra, problem) -> None:
+    losses = tmp_path / "losses"
+    losses.mkdir()
+    _, _, step = saved_step
+    torch.save(step, losses / "n240-step001.pt")
+    code = simulate_races.main([str(losses), "--out", str(tmp_path / "out"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and problem in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_losses_folder_is_an_error(tmp_path, capsys) -> None:
+    assert simulate_races.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "run bench_approx_frontier.py --save-losses" in capsys.readouterr().err
