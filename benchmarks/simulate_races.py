@@ -17,13 +17,15 @@ matrix) for any setting and any order of the images, at no forward cost:
 - **Work** counts what the evaluator computes: per candidate and image, the conv/linear MACs of
   the stages it re-runs, plus the clean prefix each round computes once per image (up to the
   deepest first stage in the round). Exact selection's work on the same images over the race's is
-  the predicted speed-up over exact selection; ``--authors FRONTIER_JSON`` turns it into one over
-  the authors' loop with the ratio of authors' to exact time measured in that benchmark run.
+  the predicted speed-up over exact selection; ``--authors`` (a benchmark run per folder that
+  timed the authors' loop) turns it into one over the authors' loop, with the ratio of authors'
+  to exact time measured in that run.
   Evaluation is conv-bound (about 90% of a CPU forward is convolution), so MACs stand for time;
   ``--measured`` (the benchmark runs that saved the losses) checks that: the column ``measured``
   is exact selection's time over the race's, where the benchmark timed the same race.
 
-Writes ``simulated.md`` and ``simulated.json`` to ``--out``.
+Writes ``simulated.md``, ``simulated.json`` and ``simulated.png`` (agreement against speed-up,
+one panel per subset size) to ``--out``.
 """
 from __future__ import annotations
 
@@ -138,15 +140,42 @@ def _x(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def markdown(rows: list[dict], how: str, authors: float | None) -> str:
+def markdown(rows: list[dict], how: str) -> str:
     head = ("| subset | race | steps x orders | agreement | worst step | median / p99 / max regret (%) | "
             "work vs exact (x) | measured (x) | vs authors (x) |\n|---:|---|---:|---:|---:|---|---:|---:|---:|\n")
     body = "".join(
         f"| {r['subset']} | {r['describe']} | {r['steps']} x {r['orders']} | {100 * r['agreement']:.1f}% | "
         f"{100 * r['worst_step_agreement']:.0f}% | {100 * r['median_regret']:.3f} / {100 * r['p99_regret']:.3f} / "
         f"{100 * r['max_regret']:.3f} | {r['work_ratio']:.1f} | {_x(r['measured_ratio'])} | "
-        f"{_x(None if authors is None else authors * r['work_ratio'])} |\n" for r in rows)
+        f"{_x(r['vs_authors'])} |\n" for r in rows)
     return f"# Races replayed on saved candidate losses\n\n{how}\n\n" + head + body
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Agreement against speed-up (over the authors' loop where known, else over exact), per subset."""
+    from harness.results.figures import new_figure
+
+    subsets = sorted({r["subset"] for r in rows})
+    fig = new_figure(4.0 * len(subsets), 4.0)
+    for k, subset in enumerate(subsets):
+        ax = fig.add_subplot(1, len(subsets), k + 1)
+        for j, folder in enumerate(sorted({r["folder"] for r in rows})):
+            pts = [r for r in rows if r["subset"] == subset and r["folder"] == folder]
+            authors = all(r["vs_authors"] is not None for r in pts)
+            xs = [r["vs_authors"] if authors else r["work_ratio"] for r in pts]
+            ax.scatter(xs, [100 * r["agreement"] for r in pts], color=f"C{j}",
+                       label=f"{folder} (vs {'authors' if authors else 'exact'})")
+            for x, r in zip(xs, pts):  # first round / eta, "b" for a confidence bound
+                s = r["settings"]
+                label = f"{round(s['start_fraction'] * subset)}/{s['eta']}" + ("b" if s["confidence"] else "")
+                ax.annotate(label, (x, 100 * r["agreement"]), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        ax.axhline(95, color="gray", ls="--")
+        ax.axvline(20, color="gray", ls=":")
+        ax.set_title(f"subset {subset}", fontsize=9)
+        ax.set_xlabel("predicted speed-up (x)")
+        ax.set_ylabel("picks equal to exact (%)")
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=120, metadata={"Software": None})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -158,8 +187,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--etas", default="3,4")
     p.add_argument("--confidences", default="none")
     p.add_argument("--orders", type=int, default=100, help="image orders per step (the first is the subset as drawn)")
-    p.add_argument("--authors", type=Path, default=None, metavar="FRONTIER_JSON",
-                   help="a bench_approx_frontier.py run that timed the authors' loop and exact selection")
+    p.add_argument("--authors", type=Path, nargs="*", default=[], metavar="FRONTIER_JSON",
+                   help="per losses folder, in the same order, a bench_approx_frontier.py run of the same network "
+                        "and subset size that timed the authors' loop and exact selection")
     p.add_argument("--measured", type=Path, nargs="*", default=[], metavar="FRONTIER_JSON",
                    help="the benchmark run behind each losses folder, in the same order, for the measured column")
     p.add_argument("--seed", type=int, default=0)
@@ -167,12 +197,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], float | None]:
-    """Every folder's steps and the authors' ratio, or a UserError before any replay."""
-    if args.measured and len(args.measured) != len(args.losses):
-        raise UserError(f"--measured names {len(args.measured)} runs for {len(args.losses)} losses folders; give "
-                        "one frontier.json per folder, in the same order")
-    missing = [f for f in [*args.measured, *([args.authors] if args.authors else [])] if not f.is_file()]
+def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], list[float | None]]:
+    """Every folder's steps and its authors' ratio, or a UserError before any replay."""
+    for flag, runs in (("--measured", args.measured), ("--authors", args.authors)):
+        if runs and len(runs) != len(args.losses):
+            raise UserError(f"{flag} names {len(runs)} runs for {len(args.losses)} losses folders; give one "
+                            "frontier.json per folder, in the same order")
+    missing = [f for f in [*args.measured, *args.authors] if not f.is_file()]
     if missing:
         raise UserError(f"{missing[0]} is not a file; --measured and --authors take the frontier.json that "
                         "bench_approx_frontier.py wrote")
@@ -187,40 +218,42 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], float | 
             raise UserError(f"--subsets {args.subsets} asks for more than the {full} images saved in {folder}; pass "
                             f"sizes up to {full}")
         folders.append(steps)
-    return folders, authors_over_exact(args.authors) if args.authors else None
+    return folders, [authors_over_exact(f) for f in args.authors] or [None] * len(folders)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        folders, authors = checked_inputs(args)
+        folders, authors_ratios = checked_inputs(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows = []
-    for i, (folder, steps) in enumerate(zip(args.losses, folders)):
+    for i, (folder, steps, authors) in enumerate(zip(args.losses, folders, authors_ratios)):
         subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
         for subset, start, eta, conf in itertools.product(subsets, args.start_images.split(","), args.etas.split(","),
                                                           args.confidences.split(",")):
             settings = RaceSettings(int(start) / subset, int(eta), None if conf == "none" else float(conf))
             row = simulate(steps, settings, subset, args.orders, args.seed)
             row.update(measured_ratio=measured_ratio(args.measured[i], settings, subset) if args.measured else None,
+                       vs_authors=None if authors is None else authors * row["work_ratio"], folder=folder.name,
                        describe=f"{folder.name}: first round {start}, eta {eta}, "
                                 + ("no bound" if conf == "none" else f"bound {conf}"))
             rows.append(row)
-            print(markdown([row], "", authors).splitlines()[-1], flush=True)
+            print(markdown([row], "").splitlines()[-1], flush=True)
     how = (f"Command: python benchmarks/simulate_races.py {' '.join(f.as_posix() for f in args.losses)}"
            + (f" --subsets {args.subsets}" if args.subsets else "")
            + f" --start-images {args.start_images} --etas {args.etas} --confidences "
            f"{args.confidences} --orders {args.orders} --seed {args.seed}"
            + (f" --measured {' '.join(m.as_posix() for m in args.measured)}" if args.measured else "")
-           + (f" --authors {args.authors.as_posix()} (authors' loop / exact = {authors:.2f}, measured there)"
-              if authors else "")
+           + (f" --authors {' '.join(a.as_posix() for a in args.authors)} (authors' loop / exact = "
+              f"{', '.join(f'{r:.2f}' for r in authors_ratios)}, measured there)" if args.authors else "")
            + ". Agreement: mean over steps of the share of orders whose race picked the subset's exact winner.")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "simulated.md").write_text(markdown(rows, how, authors))
-    (args.out / "simulated.json").write_text(json.dumps({"how": how, "authors_over_exact": authors, "rows": rows},
-                                                        indent=1))
+    (args.out / "simulated.md").write_text(markdown(rows, how))
+    (args.out / "simulated.json").write_text(json.dumps({"how": how, "authors_over_exact": authors_ratios,
+                                                         "rows": rows}, indent=1))
+    plot(rows, args.out / "simulated.png")
     print(f"wrote {args.out / 'simulated.md'}")
     return 0
 
