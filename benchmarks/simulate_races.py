@@ -77,30 +77,40 @@ def load_steps(folder: Path) -> list[dict]:
     return [dict(torch.load(path, weights_only=True), name=path.stem) for path in sorted(folder.glob("*.pt"))]
 
 
-def replay(step: dict, settings: RaceSettings, subset: int, order: torch.Tensor) -> dict:
-    """One race on the first ``subset`` images of ``order``: pick, agreement, regret, work ratio."""
+def replay(step: dict, grid: list[RaceSettings], subset: int, order: torch.Tensor) -> list[dict]:
+    """Each race of ``grid`` on the first ``subset`` images of ``order``: agreement, regret, work ratio."""
     matrix = step["losses"][:, order[:subset]]
     exact_loss = matrix.mean(1)
     winner = int(torch.argmin(exact_loss))  # the first smallest: the authors' order breaks ties
-    evaluator = MatrixEvaluator(matrix, step["suffix_macs"])
-    pick = race(evaluator, [Candidate(i, []) for i in range(len(matrix))], settings).removal
-    return {"agrees": pick == winner, "regret": float((exact_loss[pick] - exact_loss[winner]) / exact_loss[winner]),
-            "work_ratio": evaluator.exact_work() / evaluator.work}
+    runs = []
+    for settings in grid:
+        evaluator = MatrixEvaluator(matrix, step["suffix_macs"])
+        pick = race(evaluator, [Candidate(i, []) for i in range(len(matrix))], settings).removal
+        runs.append({"agrees": pick == winner, "work_ratio": evaluator.exact_work() / evaluator.work,
+                     "regret": float((exact_loss[pick] - exact_loss[winner]) / exact_loss[winner])})
+    return runs
 
 
-def simulate(steps: list[dict], settings: RaceSettings, subset: int, orders: int, seed: int) -> dict:
-    per_step = []
+def simulate(steps: list[dict], grid: list[RaceSettings], subset: int, orders: int, seed: int) -> list[dict]:
+    """One row per race of ``grid``: its replays over every step and ``orders`` image orders."""
+    per_step: list[list[dict]] = [[] for _ in grid]
     for k, step in enumerate(steps):
         n = step["losses"].shape[1]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
-        runs = [replay(step, settings, subset, torch.arange(n) if o == 0 else torch.randperm(n, generator=gen))
-                for o in range(orders)]
-        per_step.append({"step": step["name"], "agreement": sum(r["agrees"] for r in runs) / len(runs),
-                         "as_drawn_agrees": runs[0]["agrees"], "as_drawn_regret": runs[0]["regret"],
-                         "regrets": [r["regret"] for r in runs],
-                         "work_ratio": statistics.median(r["work_ratio"] for r in runs)})
+        by_order = [replay(step, grid, subset, torch.arange(n) if o == 0 else torch.randperm(n, generator=gen))
+                    for o in range(orders)]
+        for i in range(len(grid)):
+            runs = [replays[i] for replays in by_order]
+            per_step[i].append({"step": step["name"], "agreement": sum(r["agrees"] for r in runs) / len(runs),
+                                "as_drawn_agrees": runs[0]["agrees"], "as_drawn_regret": runs[0]["regret"],
+                                "regrets": [r["regret"] for r in runs],
+                                "work_ratio": statistics.median(r["work_ratio"] for r in runs)})
+    return [_row(settings, subset, orders, steps_of) for settings, steps_of in zip(grid, per_step)]
+
+
+def _row(settings: RaceSettings, subset: int, orders: int, per_step: list[dict]) -> dict:
     regrets = [r for s in per_step for r in s["regrets"]]
-    return {"settings": settings.__dict__, "describe": settings.describe(), "subset": subset, "steps": len(per_step),
+    return {"settings": settings.__dict__, "subset": subset, "steps": len(per_step),
             "orders": orders, "agreement": statistics.fmean(s["agreement"] for s in per_step),
             "worst_step_agreement": min(s["agreement"] for s in per_step),
             "median_regret": statistics.median(regrets), "p99_regret": _quantile(regrets, 0.99),
@@ -231,16 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, (folder, steps, authors) in enumerate(zip(args.losses, folders, authors_ratios)):
         subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
-        for subset, start, eta, conf in itertools.product(subsets, args.start_images.split(","), args.etas.split(","),
-                                                          args.confidences.split(",")):
-            settings = RaceSettings(int(start) / subset, int(eta), None if conf == "none" else float(conf))
-            row = simulate(steps, settings, subset, args.orders, args.seed)
-            row.update(measured_ratio=measured_ratio(args.measured[i], settings, subset) if args.measured else None,
-                       vs_authors=None if authors is None else authors * row["work_ratio"], folder=folder.name,
-                       describe=f"{folder.name}: first round {start}, eta {eta}, "
-                                + ("no bound" if conf == "none" else f"bound {conf}"))
-            rows.append(row)
-            print(markdown([row], "").splitlines()[-1], flush=True)
+        for subset in subsets:
+            combos = list(itertools.product(args.start_images.split(","), args.etas.split(","),
+                                            args.confidences.split(",")))
+            grid = [RaceSettings(int(start) / subset, int(eta), None if conf == "none" else float(conf))
+                    for start, eta, conf in combos]
+            for (start, eta, conf), settings, row in zip(combos, grid, simulate(steps, grid, subset, args.orders,
+                                                                                args.seed)):
+                row.update(measured_ratio=measured_ratio(args.measured[i], settings, subset) if args.measured else None,
+                           vs_authors=None if authors is None else authors * row["work_ratio"], folder=folder.name,
+                           describe=f"{folder.name}: first round {start}, eta {eta}, "
+                                    + ("no bound" if conf == "none" else f"bound {conf}"))
+                rows.append(row)
+                print(markdown([row], "").splitlines()[-1], flush=True)
     how = (f"Command: python benchmarks/simulate_races.py {' '.join(f.as_posix() for f in args.losses)}"
            + (f" --subsets {args.subsets}" if args.subsets else "")
            + f" --start-images {args.start_images} --etas {args.etas} --confidences "

@@ -54,7 +54,7 @@ def test_saved_losses_are_the_exact_pass(saved_step) -> None:
 def test_the_subset_as_drawn_replays_the_production_race(saved_step, settings) -> None:
     pruner, candidates, step = saved_step
     real = race(pruner.evaluator, [Candidate(c.removal, c.sources) for c in candidates], settings)
-    replayed = simulate_races.replay(step, settings, 240, torch.arange(240))
+    replayed = simulate_races.replay(step, [settings], 240, torch.arange(240))[0]
     assert replayed["agrees"] == (real.removal == candidates[step["winner"]].removal)
     evaluator = simulate_races.MatrixEvaluator(step["losses"], step["suffix_macs"])
     pick = race(evaluator, [Candidate(i, []) for i in range(len(candidates))], settings)
@@ -64,22 +64,22 @@ def test_the_subset_as_drawn_replays_the_production_race(saved_step, settings) -
 def test_work_counts_images_times_the_stages_re_run(saved_step) -> None:
     _, _, step = saved_step
     # a first round on the whole subset is exact selection: the same work
-    assert simulate_races.replay(step, RaceSettings(1.0, 3), 240, torch.arange(240))["work_ratio"] == 1.0
-    assert simulate_races.replay(step, RaceSettings(12 / 240, 3), 240, torch.arange(240))["work_ratio"] > 2
+    assert simulate_races.replay(step, [RaceSettings(1.0, 3)], 240, torch.arange(240))[0]["work_ratio"] == 1.0
+    assert simulate_races.replay(step, [RaceSettings(12 / 240, 3)], 240, torch.arange(240))[0]["work_ratio"] > 2
 
 
 def test_a_smaller_subset_has_its_own_exact_winner() -> None:
     # candidate 0 wins on all 8 images (mean 1.0 against 1.5), candidate 1 on the first 4
     losses = torch.tensor([[2.0] * 4 + [0.0] * 4, [1.5] * 8], dtype=torch.float64)
     step = {"losses": losses, "suffix_macs": torch.tensor([10, 10]), "name": "toy"}
-    assert simulate_races.replay(step, RaceSettings(1.0, 3), 8, torch.arange(8))["agrees"]
-    part = simulate_races.replay(step, RaceSettings(1.0, 3), 4, torch.arange(8))
+    assert simulate_races.replay(step, [RaceSettings(1.0, 3)], 8, torch.arange(8))[0]["agrees"]
+    part = simulate_races.replay(step, [RaceSettings(1.0, 3)], 4, torch.arange(8))[0]
     assert part["agrees"] and part["regret"] == 0.0  # on 4 images the race's pick, 1, is the exact one
     # a race that keeps one of two after 2 images drops candidate 0: regret (1.5 - 1.0) / 1.0
-    missed = simulate_races.replay(step, RaceSettings(2 / 8, 2), 8, torch.arange(8))
+    missed = simulate_races.replay(step, [RaceSettings(2 / 8, 2)], 8, torch.arange(8))[0]
     assert not missed["agrees"] and missed["regret"] == pytest.approx(0.5)
     # another order that shows candidate 0's zeros first keeps it
-    assert simulate_races.replay(step, RaceSettings(2 / 8, 2), 8, torch.tensor([4, 5, 6, 7, 0, 1, 2, 3]))["agrees"]
+    assert simulate_races.replay(step, [RaceSettings(2 / 8, 2)], 8, torch.tensor([4, 5, 6, 7, 0, 1, 2, 3]))[0]["agrees"]
 
 
 @pytest.mark.parametrize("extra,problem", [
@@ -101,3 +101,13 @@ def test_bad_input_is_one_error_line_before_any_replay(saved_step, tmp_path, cap
 def test_an_empty_losses_folder_is_an_error(tmp_path, capsys) -> None:
     assert simulate_races.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "run bench_approx_frontier.py --save-losses" in capsys.readouterr().err
+
+
+def test_random_orders_give_an_agreement_rate() -> None:
+    # the toy above: the race misses when its first 2 images both come from the first 4, with
+    # probability 4/8 * 3/7 = 3/14, so it agrees on about 79% of orders; order 0 is the subset as drawn
+    losses = torch.tensor([[2.0] * 4 + [0.0] * 4, [1.5] * 8], dtype=torch.float64)
+    steps = [{"losses": losses, "suffix_macs": torch.tensor([10, 10]), "name": "toy"}]
+    row = simulate_races.simulate(steps, [RaceSettings(2 / 8, 2)], 8, orders=400, seed=0)[0]
+    assert 0.70 < row["agreement"] < 0.87 and row["per_step"][0]["as_drawn_agrees"] is False
+    assert row == simulate_races.simulate(steps, [RaceSettings(2 / 8, 2)], 8, orders=400, seed=0)[0]
