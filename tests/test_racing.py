@@ -90,8 +90,21 @@ def test_confidence_bound_drops_a_clear_loser_that_halving_would_keep() -> None:
     cands = _candidates(4)
     race(bounded, cands, RaceSettings(start_fraction=0.25, eta=2, confidence=0.99))
     assert plain.calls[1][0] == [0, 1]  # halving keeps the two best means
-    assert bounded.calls[1][0] == [0, 2]  # the bound removed 1; halving then kept the better of 2 and 3
+    assert bounded.calls[1][0] == [0]  # halving kept 0 and 1; the bound removed 1, clearly worse
     assert all(not c.per_image for c in cands)  # per-image losses are dropped after the race
+
+
+def test_the_bound_never_takes_a_place_in_the_cut() -> None:
+    # 6 candidates, eta 3: the cut keeps 0 and 1. Candidates 3-5 are clearly worse than 0 and leave;
+    # 2 is not clearly worse but ranks third. Applied first, the bound left 0, 1, 2 and the cut of
+    # that field (ceil(3/3) = 1) kept only 0; applied after the cut, 0 and 1 both go on.
+    gen = torch.Generator().manual_seed(1)
+    base = torch.rand(60, generator=gen, dtype=torch.float64)
+    swing = torch.tensor([3.0 if i % 2 else -3.0 for i in range(60)], dtype=torch.float64)
+    table = [base, base + 0.1 + swing, base + 0.2 + swing, base + 5, base + 6, base + 7]
+    ev = TableEvaluator([row.tolist() for row in table])
+    race(ev, _candidates(6), RaceSettings(start_fraction=20 / 60, eta=3, confidence=0.99))
+    assert ev.calls[1][0] == [0, 1]
 
 
 def test_clearly_worse_is_the_paired_lower_bound() -> None:
