@@ -12,6 +12,9 @@ matrix) for any setting and any order of the images, at no forward cost:
   for pick (a test checks this). Orders 1.. are uniform random permutations (seeded): other,
   equally likely orders of the same images, so each step gives an agreement *rate*, not one
   yes/no.
+  ``--check`` replays, as drawn, every race a benchmark run measured on a saved network state
+  (same subset size, step and exact winner's loss) and counts those that reproduce its pick
+  and regret.
 - **A smaller subset** (``--subsets``) is the first m images of each order: a uniform random
   m-image part of the saved subset, whose exact winner is recomputed on those m images.
 - **Work** counts what the evaluator computes: per candidate and image, the conv/linear MACs of
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -118,6 +122,31 @@ def _row(settings: RaceSettings, subset: int, orders: int, per_step: list[dict])
             "per_step": [{k: v for k, v in s.items() if k != "regrets"} for s in per_step]}
 
 
+def check(folders: list[list[dict]], frontier_json: Path) -> tuple[int, int]:
+    """(reproduced, compared): the benchmark run's races on saved states, replayed as drawn."""
+    saved = {}
+    for steps in folders:
+        for step in steps:
+            named = re.fullmatch(r"n(\d+)-step(\d+)", step["name"])  # as bench_approx_frontier.py names them
+            if named:
+                saved[(int(named[1]), int(named[2]))] = step
+    reproduced = compared = 0
+    for size in json.loads(frontier_json.read_text())["sizes"]:
+        for number, measured in enumerate(size["steps"], start=1):
+            step = saved.get((size["subset"], measured.get("step", number)))
+            if step is None or step["losses"].shape[1] != size["subset"]:
+                continue
+            if abs(float(step["losses"].mean(1).min()) - measured["winner_loss"]) > 1e-12 * measured["winner_loss"]:
+                continue  # another network state under the same step number
+            grid = [RaceSettings(**r["settings"]) for r in measured["races"]]
+            for race_run, replayed in zip(measured["races"], replay(step, grid, size["subset"],
+                                                                    torch.arange(size["subset"]))):
+                compared += 1
+                reproduced += (race_run["agrees"] == replayed["agrees"]
+                               and abs(race_run["regret"] - replayed["regret"]) < 1e-9)
+    return reproduced, compared
+
+
 def _quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -202,6 +231,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "and subset size that timed the authors' loop and exact selection")
     p.add_argument("--measured", type=Path, nargs="*", default=[], metavar="FRONTIER_JSON",
                    help="the benchmark run behind each losses folder, in the same order, for the measured column")
+    p.add_argument("--check", type=Path, nargs="*", default=[], metavar="FRONTIER_JSON",
+                   help="benchmark runs whose measured races, on the saved states, the replay must reproduce")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
@@ -213,10 +244,10 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], list[flo
         if runs and len(runs) != len(args.losses):
             raise UserError(f"{flag} names {len(runs)} runs for {len(args.losses)} losses folders; give one "
                             "frontier.json per folder, in the same order")
-    missing = [f for f in [*args.measured, *args.authors] if not f.is_file()]
+    missing = [f for f in [*args.measured, *args.authors, *args.check] if not f.is_file()]
     if missing:
-        raise UserError(f"{missing[0]} is not a file; --measured and --authors take the frontier.json that "
-                        "bench_approx_frontier.py wrote")
+        raise UserError(f"{missing[0]} is not a file; --measured, --authors and --check take the frontier.json "
+                        "that bench_approx_frontier.py wrote")
     folders = []
     for folder in args.losses:
         steps = load_steps(folder)
@@ -238,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    checks = {}
+    for run in args.check:
+        checks[run.as_posix()] = check(folders, run)
+        print(f"{run}: {checks[run.as_posix()][0]} of {checks[run.as_posix()][1]} measured races reproduced as drawn")
     rows = []
     for i, (folder, steps, authors) in enumerate(zip(args.losses, folders, authors_ratios)):
         subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
@@ -261,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --measured {' '.join(m.as_posix() for m in args.measured)}" if args.measured else "")
            + (f" --authors {' '.join(a.as_posix() for a in args.authors)} (authors' loop / exact = "
               f"{', '.join(f'{r:.2f}' for r in authors_ratios)}, measured there)" if args.authors else "")
-           + ". Agreement: mean over steps of the share of orders whose race picked the subset's exact winner.")
+           + (f" --check {' '.join(checks)}" if checks else "")
+           + ". Agreement: mean over steps of the share of orders whose race picked the subset's exact winner."
+           + "".join(f" Replayed as drawn, {r} of {c} races measured in {run} reproduced its pick and regret."
+                     for run, (r, c) in checks.items()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "simulated.md").write_text(markdown(rows, how))
     (args.out / "simulated.json").write_text(json.dumps({"how": how, "authors_over_exact": authors_ratios,
-                                                         "rows": rows}, indent=1))
+                                                         "checks": checks, "rows": rows}, indent=1))
     plot(rows, args.out / "simulated.png")
     print(f"wrote {args.out / 'simulated.md'}")
     return 0

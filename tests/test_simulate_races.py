@@ -1,6 +1,7 @@
 """benchmarks/simulate_races.py: races replayed on a saved loss matrix are the production races."""
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -111,3 +112,26 @@ def test_random_orders_give_an_agreement_rate() -> None:
     row = simulate_races.simulate(steps, [RaceSettings(2 / 8, 2)], 8, orders=400, seed=0)[0]
     assert 0.70 < row["agreement"] < 0.87 and row["per_step"][0]["as_drawn_agrees"] is False
     assert row == simulate_races.simulate(steps, [RaceSettings(2 / 8, 2)], 8, orders=400, seed=0)[0]
+
+
+def test_check_counts_the_measured_races_the_replay_reproduces(saved_step, tmp_path) -> None:
+    pruner, candidates, step = saved_step
+    grid = [RaceSettings(12 / 240, 3), RaceSettings(24 / 240, 4)]
+    races = []
+    for settings in grid:
+        pick = race(pruner.evaluator, [Candidate(c.removal, c.sources) for c in candidates], settings)
+        winner, picked = candidates[step["winner"]], next(c for c in candidates if c.removal == pick.removal)
+        races.append({"settings": settings.__dict__, "agrees": picked is winner,
+                      "regret": (picked.loss - winner.loss) / winner.loss})
+    winner_loss = candidates[step["winner"]].loss
+    measured = {"sizes": [{"subset": 240, "steps": [{"step": 1, "winner_loss": winner_loss, "races": races}]}]}
+    run = tmp_path / "frontier.json"
+    run.write_text(json.dumps(measured))
+    folders = [[dict(step, name="n240-step001")]]
+    assert simulate_races.check(folders, run) == (2, 2)
+    races[1]["agrees"] = not races[1]["agrees"]  # a run whose record the replay does not reproduce
+    run.write_text(json.dumps(measured))
+    assert simulate_races.check(folders, run) == (1, 2)
+    measured["sizes"][0]["steps"][0]["winner_loss"] = winner_loss * 1.001  # another network state: not compared
+    run.write_text(json.dumps(measured))
+    assert simulate_races.check(folders, run) == (0, 0)
