@@ -76,6 +76,7 @@ def test_a_smaller_subset_has_its_own_exact_winner() -> None:
     assert simulate_races.replay(step, [RaceSettings(1.0, 3)], 8, torch.arange(8))[0]["agrees"]
     part = simulate_races.replay(step, [RaceSettings(1.0, 3)], 4, torch.arange(8))[0]
     assert part["agrees"] and part["regret"] == 0.0  # on 4 images the race's pick, 1, is the exact one
+    assert not part["exact_is_full"]  # ... which is not the exact pick on all 8
     # a race that keeps one of two after 2 images drops candidate 0: regret (1.5 - 1.0) / 1.0
     missed = simulate_races.replay(step, [RaceSettings(2 / 8, 2)], 8, torch.arange(8))[0]
     assert not missed["agrees"] and missed["regret"] == pytest.approx(0.5)
