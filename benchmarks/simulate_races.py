@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.errors import UserError  # noqa: E402
 from laasp.racing import DEFAULT_START_IMAGES, RaceSettings, race  # noqa: E402
-from laasp.selection import Candidate, best  # noqa: E402
+from laasp.selection import Candidate  # noqa: E402
 
 
 class MatrixEvaluator:
