@@ -78,7 +78,10 @@ class MatrixEvaluator:
 
 
 def load_steps(folder: Path) -> list[dict]:
-    return [dict(torch.load(path, weights_only=True), name=path.stem) for path in sorted(folder.glob("*.pt"))]
+    steps = [dict(torch.load(path, weights_only=True), name=path.stem) for path in sorted(folder.glob("*.pt"))]
+    for step in steps:  # the exact winner on all saved images, which every replay compares with
+        step["full_winner"] = int(torch.argmin(step["losses"].mean(1)))
+    return steps
 
 
 def replay(step: dict, grid: list[RaceSettings], subset: int, order: torch.Tensor) -> list[dict]:
@@ -86,14 +89,13 @@ def replay(step: dict, grid: list[RaceSettings], subset: int, order: torch.Tenso
     matrix = step["losses"][:, order[:subset]]
     exact_loss = matrix.mean(1)
     winner = int(torch.argmin(exact_loss))  # the first smallest: the authors' order breaks ties
-    if "full_winner" not in step:
-        step["full_winner"] = int(torch.argmin(step["losses"].mean(1)))
+    full_winner = step["full_winner"] if "full_winner" in step else int(torch.argmin(step["losses"].mean(1)))
     runs = []
     for settings in grid:
         evaluator = MatrixEvaluator(matrix, step["suffix_macs"])
         pick = race(evaluator, [Candidate(i, []) for i in range(len(matrix))], settings).removal
         runs.append({"agrees": pick == winner, "work_ratio": evaluator.exact_work() / evaluator.work,
-                     "exact_is_full": winner == step["full_winner"],
+                     "exact_is_full": winner == full_winner,
                      "regret": float((exact_loss[pick] - exact_loss[winner]) / exact_loss[winner])})
     return runs
 
