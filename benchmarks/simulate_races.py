@@ -282,11 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         checks[run.as_posix()] = check(folders, run)
         print(f"{run}: {checks[run.as_posix()][0]} of {checks[run.as_posix()][1]} measured races reproduced as drawn")
     rows = []
+    combos = list(itertools.product(args.start_images.split(","), args.etas.split(","), args.confidences.split(",")))
     for i, (folder, steps, authors) in enumerate(zip(args.losses, folders, authors_ratios)):
         subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
         for subset in subsets:
-            combos = list(itertools.product(args.start_images.split(","), args.etas.split(","),
-                                            args.confidences.split(",")))
             grid = [RaceSettings(int(start) / subset, int(eta), None if conf == "none" else float(conf))
                     for start, eta, conf in combos]
             for (start, eta, conf), settings, row in zip(combos, grid, simulate(steps, grid, subset, args.orders,
