@@ -24,10 +24,13 @@ any race on it, in many image orders, at no further forward cost.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
+import re
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ from pathlib import Path
 import torch
 
 from harness.data import DataConfig, load_dataset
+from harness.errors import UserError
 from harness.job.checkpoint import load_checkpoint
 from harness.prune.flops import layer_flops
 from laasp.config import LAASPConfig
@@ -93,17 +97,28 @@ def settings_grid(args: argparse.Namespace) -> list[RaceSettings]:
 
 
 def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettings], device,
-                 save=lambda size: None) -> dict:
+                 save=lambda size: None, earlier: dict | None = None) -> dict:
     """One subset size over ``args.steps`` steps; ``save`` gets the size measured so far after
-    every step (a 10,000-image size runs for hours: an interrupted run keeps its steps)."""
+    every step (a 10,000-image size runs for hours: an interrupted run keeps its steps). A step
+    whose losses ``--save-losses`` already holds is not measured again: its saved pick is applied,
+    and its row comes from ``earlier`` (this size in the frontier.json being resumed), if there."""
+    earlier = earlier or {}
     model, _ = load_checkpoint(checkpoint)
     model = model.to(device)
-    x, y = data.loss_subset(n, seed=args.seed)
+    x, y = data.loss_subset(n, seed=args.seed if args.subset_seed is None else args.subset_seed)
     cfg = LAASPConfig(target_flops=0.9, step_scale=args.step_scale, selection="exact", chunk_size=args.chunk_size,
                       seed=args.seed)
     pruner = LAASP(model, cfg, x, y, data.image_size, data.in_channels)
-    steps, ref_times = [], []
+    subset_sha = subset_digest(x, y)
+    steps, ref_times = [], list(earlier.get("reference_s", []))
     for step in range(1, args.steps + 1):
+        saved = None if args.save_losses is None else losses_file(Path(args.save_losses), n, step)
+        if saved is not None and saved.exists():  # measured by an earlier run: take its pick, skip its hours
+            replay_saved_step(pruner, saved, subset_sha)
+            steps += [row for row in earlier.get("steps", []) if row["step"] == step]
+            print(f"  n={n} step {step}: replayed from {saved.name}, FLOPs -{100 * pruner.reduction():.1f}%",
+                  flush=True)
+            continue
         if step <= args.reference_steps:
             t = time.perf_counter()
             reference_select(pruner)
@@ -116,8 +131,8 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
             t = time.perf_counter()
             winner = pruner.select(candidates)
             exact_s = time.perf_counter() - t
-        if args.save_losses is not None:
-            save_losses(Path(args.save_losses) / f"n{n}-step{step:03d}.pt", pruner, candidates, winner)
+        if saved is not None:
+            save_losses(saved, pruner, candidates, winner, subset_sha)
         exact_loss = {c.removal: c.loss for c in candidates}
         row = {"step": step, "candidates": len(candidates), "exact_s": exact_s, "exact_peak_mb": mem.peak_mb,
                "winner_loss": winner.loss, "races": []}
@@ -138,7 +153,33 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
     return {"subset": n, "reference_s": ref_times, "steps": steps}
 
 
-def save_losses(path: Path, pruner: LAASP, candidates: list[Candidate], winner: Candidate) -> None:
+def losses_file(folder: Path, n: int, step: int) -> Path:
+    return folder / f"n{n}-step{step:03d}.pt"  # simulate_races.py --check reads n and step back from the name
+
+
+def subset_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Which loss subset a saved step was measured on: a resumed run must be on the same one."""
+    h = hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes())
+    h.update(y.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def replay_saved_step(pruner: LAASP, path: Path, subset_sha: str) -> None:
+    """Apply the exact pick saved at ``path`` to ``pruner``, as the run that measured it did."""
+    saved = torch.load(path, weights_only=True)
+    candidates = pruner.candidates()
+    sources = [[list(s) for s in c.sources] for c in candidates]
+    if saved.get("subset_sha256", subset_sha) != subset_sha or sources != saved["sources"]:
+        raise UserError(f"{path} was measured on another loss subset or network than this run's (model, "
+                        "--seed, --subset-seed and fixture must match); pass a new --save-losses folder")
+    winner = candidates[saved["winner"]]
+    for c, losses in zip(candidates, saved["losses"]):
+        c.loss_sum, c.images = float(losses.sum()), len(losses)
+    pruner.apply(winner, candidates)
+
+
+def save_losses(path: Path, pruner: LAASP, candidates: list[Candidate], winner: Candidate,
+                subset_sha: str | None = None) -> None:
     """The exact pass's (candidates x images) float64 losses, in subset order, and what a candidate
     costs per image: the conv/linear MACs of the stages it re-runs (`simulate_races.py`)."""
     evaluator = pruner.evaluator
@@ -151,10 +192,25 @@ def save_losses(path: Path, pruner: LAASP, candidates: list[Candidate], winner: 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"losses": torch.stack([torch.cat(c.per_image) for c in candidates]),
                 "suffix_macs": torch.tensor([sum(stage_macs[c.first_stage:]) for c in candidates]),
-                "winner": candidates.index(winner), "sources": [[list(s) for s in c.sources] for c in candidates]},
+                "winner": candidates.index(winner), "sources": [[list(s) for s in c.sources] for c in candidates],
+                "subset_sha256": subset_sha},
                path)
     for c in candidates:
         c.per_image.clear()
+
+
+def resumable_sizes(frontier_json: Path, how: str) -> dict[int, dict]:
+    """The sizes measured by an earlier run of the same setup (up to its ``--steps``) into the same
+    ``--out``, by subset size: a resumed run keeps their rows for the steps it replays."""
+    if not frontier_json.exists():
+        return {}
+    earlier = json.loads(frontier_json.read_text())
+    def setup(text: str) -> str:
+        return re.sub(r"up to \d+ steps|--steps \d+", "", text)
+
+    if setup(earlier["how"]) != setup(how):
+        return {}
+    return {size["subset"]: size for size in earlier["sizes"]}
 
 
 def summarise(sizes: list[dict], settings: list[RaceSettings]) -> list[dict]:
@@ -226,6 +282,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subset-seed", type=int, default=None,
+                   help="draw the loss subset with this seed instead of --seed (another run on the same fixture)")
     p.add_argument("--out", default="results/approx_frontier")
     p.add_argument("--save-losses", default=None, metavar="DIR",
                    help="keep each step's per-image candidate losses here (outside git) for simulate_races.py")
@@ -243,9 +301,11 @@ def main() -> None:
            f"{args.device}. Command: python benchmarks/bench_approx_frontier.py --model {args.model} --subsets "
            f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --train-subset "
            f"{args.train_subset} --start-fractions {args.start_fractions} --etas {args.etas} --confidences "
-           f"{args.confidences} --threads {args.threads}")
+           f"{args.confidences} --threads {args.threads}"
+           + ("" if args.subset_seed is None else f" --subset-seed {args.subset_seed}"))
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
+    earlier = resumable_sizes(out / "frontier.json", how)
     sizes: list[dict] = []
 
     def save(measured: list[dict]) -> None:
@@ -257,9 +317,18 @@ def main() -> None:
 
     for n in args.subsets.split(","):  # written after every step: a long run keeps what it measured
         sizes.append(measure_size(args, checkpoint, data, int(n), settings, device,
-                                  save=lambda size: save([*sizes, size])))
-    print((out / "frontier.md").read_text())
+                                  save=lambda size: save([*sizes, size]), earlier=earlier.get(int(n))))
+    if (out / "frontier.md").exists():
+        print((out / "frontier.md").read_text())
+
+
+def entry() -> None:
+    try:
+        main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
-    main()
+    entry()
