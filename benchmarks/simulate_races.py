@@ -78,7 +78,8 @@ class MatrixEvaluator:
 
 
 def load_steps(folder: Path) -> list[dict]:
-    steps = [dict(torch.load(path, weights_only=True), name=path.stem) for path in sorted(folder.glob("*.pt"))]
+    steps = [dict(torch.load(path, weights_only=True), file=path.stem, name=f"{folder.name}/{path.stem}")
+             for path in sorted(folder.glob("*.pt"))]
     for step in steps:  # the exact winner on all saved images, which every replay compares with
         step["full_winner"] = int(torch.argmin(step["losses"].mean(1)))
     return steps
@@ -102,6 +103,13 @@ def replay(step: dict, grid: list[RaceSettings], subset: int, order: torch.Tenso
 
 def simulate(steps: list[dict], grid: list[RaceSettings], subset: int, orders: int, seed: int) -> list[dict]:
     """One row per race of ``grid``: its replays over every step and ``orders`` image orders."""
+    return [_row(settings, subset, orders, steps_of)
+            for settings, steps_of in zip(grid, replay_steps(steps, grid, subset, orders, seed))]
+
+
+def replay_steps(steps: list[dict], grid: list[RaceSettings], subset: int, orders: int,
+                 seed: int) -> list[list[dict]]:
+    """Per race of ``grid``, per step: its replays in ``orders`` image orders (order 0 as drawn)."""
     per_step: list[list[dict]] = [[] for _ in grid]
     for k, step in enumerate(steps):
         n = step["losses"].shape[1]
@@ -115,7 +123,7 @@ def simulate(steps: list[dict], grid: list[RaceSettings], subset: int, orders: i
                                 "regrets": [r["regret"] for r in runs],
                                 "exact_is_full": sum(r["exact_is_full"] for r in runs) / len(runs),
                                 "work_ratio": statistics.median(r["work_ratio"] for r in runs)})
-    return [_row(settings, subset, orders, steps_of) for settings, steps_of in zip(grid, per_step)]
+    return per_step
 
 
 def _row(settings: RaceSettings, subset: int, orders: int, per_step: list[dict]) -> dict:
@@ -131,20 +139,21 @@ def _row(settings: RaceSettings, subset: int, orders: int, per_step: list[dict])
 
 def check(folders: list[list[dict]], frontier_json: Path) -> tuple[int, int]:
     """(reproduced, compared): the benchmark run's races on saved states, replayed as drawn."""
-    saved = {}
+    saved: dict[tuple[int, int], list[dict]] = {}  # two runs' folders hold the same names
     for steps in folders:
         for step in steps:
-            named = re.fullmatch(r"n(\d+)-step(\d+)", step["name"])  # as bench_approx_frontier.py names them
+            named = re.fullmatch(r"n(\d+)-step(\d+)", step["file"])  # as bench_approx_frontier.py names them
             if named:
-                saved[(int(named[1]), int(named[2]))] = step
+                saved.setdefault((int(named[1]), int(named[2])), []).append(step)
     reproduced = compared = 0
     for size in json.loads(frontier_json.read_text())["sizes"]:
         for number, measured in enumerate(size["steps"], start=1):
-            step = saved.get((size["subset"], measured.get("step", number)))
-            if step is None or step["losses"].shape[1] != size["subset"]:
+            # the same network state: same step number and the same exact winner's loss
+            step = next((s for s in saved.get((size["subset"], measured.get("step", number)), [])
+                         if s["losses"].shape[1] == size["subset"] and abs(float(s["losses"].mean(1).min())
+                         - measured["winner_loss"]) <= 1e-12 * measured["winner_loss"]), None)
+            if step is None:
                 continue
-            if abs(float(step["losses"].mean(1).min()) - measured["winner_loss"]) > 1e-12 * measured["winner_loss"]:
-                continue  # another network state under the same step number
             grid = [RaceSettings(**r["settings"]) for r in measured["races"]]
             for race_run, replayed in zip(measured["races"], replay(step, grid, size["subset"],
                                                                     torch.arange(size["subset"]))):
@@ -168,18 +177,16 @@ def authors_over_exact(frontier_json: Path) -> float:
     return statistics.median(size["reference_s"]) / statistics.median(s["exact_s"] for s in size["steps"])
 
 
-def measured_ratio(frontier_json: Path, settings: RaceSettings, subset: int) -> float | None:
-    """Exact selection's median time over the race's, where that benchmark run timed this race."""
-    for size in json.loads(frontier_json.read_text())["sizes"]:
-        if size["subset"] != subset:
-            continue
-        ratios = [step["exact_s"] / race["s"] for step in size["steps"] for race in step["races"]
-                  if (RaceSettings(**race["settings"]).first_round(subset), race["settings"]["eta"],
-                      race["settings"]["confidence"]) == (settings.first_round(subset), settings.eta,
-                                                          settings.confidence)]
-        if ratios:
-            return statistics.median(ratios)
-    return None
+def measured_ratio(frontier_jsons: list[Path], settings: RaceSettings, subset: int) -> float | None:
+    """Exact selection's median time over the race's, on every step where these benchmark runs timed
+    this race; None where none did."""
+    ratios = [step["exact_s"] / race["s"]
+              for frontier_json in frontier_jsons for size in json.loads(frontier_json.read_text())["sizes"]
+              if size["subset"] == subset for step in size["steps"] for race in step["races"]
+              if (RaceSettings(**race["settings"]).first_round(subset), race["settings"]["eta"],
+                  race["settings"]["confidence"]) == (settings.first_round(subset), settings.eta,
+                                                      settings.confidence)]
+    return statistics.median(ratios) if ratios else None
 
 
 def _x(value: float | None) -> str:
@@ -241,6 +248,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the benchmark run behind each losses folder, in the same order, for the measured column")
     p.add_argument("--check", type=Path, nargs="*", default=[], metavar="FRONTIER_JSON",
                    help="benchmark runs whose measured races, on the saved states, the replay must reproduce")
+    p.add_argument("--pool", metavar="NAME", help="also one row per race over all folders' steps together, named "
+                   "NAME: for folders that are runs of one network (e.g. two loss subsets, --subset-seed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
@@ -270,6 +279,10 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], list[flo
     return folders, [authors_over_exact(f) for f in args.authors] or [None] * len(folders)
 
 
+def race_settings(subset: int, start_images: str, eta: str, confidence: str) -> RaceSettings:
+    return RaceSettings(int(start_images) / subset, int(eta), None if confidence == "none" else float(confidence))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -283,19 +296,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run}: {checks[run.as_posix()][0]} of {checks[run.as_posix()][1]} measured races reproduced as drawn")
     rows = []
     combos = list(itertools.product(args.start_images.split(","), args.etas.split(","), args.confidences.split(",")))
+    pooled: dict[int, list[list[dict]]] = {}  # per subset size, per race: every folder's steps
+
+    def add_row(settings, subset, per_step, runs, authors, name, start, eta, conf) -> None:
+        row = _row(settings, subset, args.orders, per_step)
+        row.update(measured_ratio=measured_ratio(runs, settings, subset),
+                   vs_authors=None if authors is None else authors * row["work_ratio"], folder=name,
+                   describe=f"{name}: first round {start}, eta {eta}, " + ("no bound" if conf == "none" else f"bound {conf}"))
+        rows.append(row)
+        print(markdown([row], "").splitlines()[-1], flush=True)
+
     for i, (folder, steps, authors) in enumerate(zip(args.losses, folders, authors_ratios)):
         subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
         for subset in subsets:
-            grid = [RaceSettings(int(start) / subset, int(eta), None if conf == "none" else float(conf))
-                    for start, eta, conf in combos]
-            for (start, eta, conf), settings, row in zip(combos, grid, simulate(steps, grid, subset, args.orders,
-                                                                                args.seed)):
-                row.update(measured_ratio=measured_ratio(args.measured[i], settings, subset) if args.measured else None,
-                           vs_authors=None if authors is None else authors * row["work_ratio"], folder=folder.name,
-                           describe=f"{folder.name}: first round {start}, eta {eta}, "
-                                    + ("no bound" if conf == "none" else f"bound {conf}"))
-                rows.append(row)
-                print(markdown([row], "").splitlines()[-1], flush=True)
+            grid = [race_settings(subset, *combo) for combo in combos]
+            for j, per_step in enumerate(replay_steps(steps, grid, subset, args.orders, args.seed)):
+                add_row(grid[j], subset, per_step, args.measured[i:i + 1], authors, folder.name, *combos[j])
+                pooled.setdefault(subset, [[] for _ in combos])[j].extend(per_step)
+    if args.pool:  # one network's runs: the authors' ratio is theirs only if they share it
+        authors = authors_ratios[0] if len(set(authors_ratios)) == 1 else None
+        for subset, per_race in pooled.items():
+            for j, combo in enumerate(combos):
+                add_row(race_settings(subset, *combo), subset, per_race[j], args.measured, authors, args.pool, *combo)
     how = (f"Command: python benchmarks/simulate_races.py {' '.join(f.as_posix() for f in args.losses)}"
            + (f" --subsets {args.subsets}" if args.subsets else "")
            + f" --start-images {args.start_images} --etas {args.etas} --confidences "
@@ -304,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --authors {' '.join(a.as_posix() for a in args.authors)} (authors' loop / exact = "
               f"{', '.join(f'{r:.2f}' for r in authors_ratios)}, measured there)" if args.authors else "")
            + (f" --check {' '.join(checks)}" if checks else "")
+           + (f" --pool {args.pool} (rows named so: all folders' steps together)" if args.pool else "")
            + ". Agreement: mean over steps of the share of orders whose race picked the subset's exact winner. "
            "Last column: how often exact selection on the subset picks what it picks on all saved images (the "
            "subset's own sampling noise; 100% when the subset is all of them)."

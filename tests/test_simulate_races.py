@@ -128,11 +128,30 @@ def test_check_counts_the_measured_races_the_replay_reproduces(saved_step, tmp_p
     measured = {"sizes": [{"subset": 240, "steps": [{"step": 1, "winner_loss": winner_loss, "races": races}]}]}
     run = tmp_path / "frontier.json"
     run.write_text(json.dumps(measured))
-    folders = [[dict(step, name="n240-step001")]]
+    other_state = dict(step, losses=step["losses"] * 1.01, file="n240-step001")  # another run's folder, same name
+    folders = [[dict(step, file="n240-step001")], [other_state]]
     assert simulate_races.check(folders, run) == (2, 2)
+    assert simulate_races.check(folders[::-1], run) == (2, 2)
     races[1]["agrees"] = not races[1]["agrees"]  # a run whose record the replay does not reproduce
     run.write_text(json.dumps(measured))
     assert simulate_races.check(folders, run) == (1, 2)
     measured["sizes"][0]["steps"][0]["winner_loss"] = winner_loss * 1.001  # another network state: not compared
     run.write_text(json.dumps(measured))
     assert simulate_races.check(folders, run) == (0, 0)
+
+
+def test_pool_replays_the_runs_of_one_network_as_one_set_of_steps(saved_step, tmp_path) -> None:
+    _, _, step = saved_step
+    folders = [tmp_path / "run_a", tmp_path / "run_b"]
+    noise = torch.Generator().manual_seed(3)
+    for folder, losses in zip(folders, [step["losses"], step["losses"] + 0.05 * torch.rand(
+            step["losses"].shape, generator=noise, dtype=torch.float64)]):
+        folder.mkdir()
+        torch.save(dict(step, losses=losses), folder / "n240-step001.pt")
+    out = tmp_path / "out"
+    assert simulate_races.main([*map(str, folders), "--start-images", "12", "--etas", "2", "--orders", "20",
+                                "--pool", "both", "--out", str(out)]) == 0
+    rows = {r["folder"]: r for r in json.loads((out / "simulated.json").read_text())["rows"]}
+    assert rows["both"]["steps"] == 2 and rows["run_a"]["steps"] == rows["run_b"]["steps"] == 1
+    assert rows["both"]["agreement"] == pytest.approx((rows["run_a"]["agreement"] + rows["run_b"]["agreement"]) / 2)
+    assert [s["step"] for s in rows["both"]["per_step"]] == ["run_a/n240-step001", "run_b/n240-step001"]
