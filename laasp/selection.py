@@ -78,7 +78,7 @@ class Candidate:
     first_stage: int = 0
     loss_sum: float = 0.0
     images: int = 0
-    per_image: list[torch.Tensor] = field(default_factory=list)  # float64 chunks, kept only while racing
+    per_image: list[torch.Tensor] = field(default_factory=list)  # float64, one per pass, kept only while racing
 
     @property
     def loss(self) -> float:
@@ -164,6 +164,10 @@ class CandidateEvaluator:
         masks: dict[tuple[int, int, int], dict[nn.Module, torch.Tensor]] = {}
         last_first = max(by_stage, default=0)
         chunk, max_rows = self._plan(last_first)
+        # Each candidate's kept losses go to one buffer made before any activation: kept per chunk,
+        # small tensors split the freed activation blocks and a CPU process grew by GBs over 20 chunks.
+        kept = {id(c): torch.empty(n_images - start_image, dtype=torch.float64) for c in candidates} \
+            if self.keep_per_image else None
         handles = [m.register_forward_hook(self._hook) for m in masked]
         was_training = self.model.training
         self.model.eval()  # batch norm uses its running statistics: a deterministic loss
@@ -182,8 +186,11 @@ class CandidateEvaluator:
                             key = (first, k, per_batch)  # the same candidates in every full chunk
                             if key not in masks:
                                 masks[key] = self._masks(group[k:k + per_batch])
-                            self._run_batch(group[k:k + per_batch], inputs[first], y, first, masks[key])
+                            self._run_batch(group[k:k + per_batch], inputs[first], y, first, masks[key],
+                                            None if kept is None else (kept, lo - start_image))
                     self._active = {}
+            for cand in candidates if kept is not None else []:
+                cand.per_image.append(kept[id(cand)])
         finally:
             for h in handles:
                 h.remove()
@@ -191,7 +198,7 @@ class CandidateEvaluator:
             self.model.train(was_training)
 
     def _run_batch(self, batch: list[Candidate], stage_input: torch.Tensor, y: torch.Tensor, first: int,
-                   masks: dict[nn.Module, torch.Tensor]) -> None:
+                   masks: dict[nn.Module, torch.Tensor], kept: tuple[dict[int, torch.Tensor], int] | None) -> None:
         rows = stage_input.shape[0]
         self._active = masks
         h = stack_rows(stage_input, len(batch))
@@ -201,8 +208,8 @@ class CandidateEvaluator:
         for j, (cand, loss) in enumerate(zip(batch, per_image.sum(1).tolist())):
             cand.loss_sum += loss
             cand.images += rows
-            if self.keep_per_image:
-                cand.per_image.append(per_image[j].cpu())
+            if kept is not None:
+                kept[0][id(cand)][kept[1]:kept[1] + rows].copy_(per_image[j])
 
     def exact(self, candidates: list[Candidate]) -> Candidate:
         self.losses(candidates)
