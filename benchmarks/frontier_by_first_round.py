@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scipy.stats import beta  # noqa: E402
 
-from laasp.racing import RaceSettings  # noqa: E402
+from frontier_records import recorded_race  # noqa: E402
 
 CONFIDENCE = 0.95
 
@@ -47,7 +47,7 @@ def races(folder: Path) -> dict[tuple, dict]:
             for number, step in enumerate(size["steps"], start=1):
                 state = (fixture, size["subset"], step.get("step", number), step.get("winner_loss"))
                 for race in step["races"]:
-                    settings = RaceSettings(**race["settings"])
+                    settings = recorded_race(race, size["subset"])
                     if settings.confidence is None:
                         first = settings.first_round(size["subset"])
                         found.setdefault((state, first, settings.eta), dict(race, model=model, subset=size["subset"]))

@@ -44,6 +44,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from frontier_records import recorded_race  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from laasp.racing import DEFAULT_START_IMAGES, RaceSettings, race  # noqa: E402
 from laasp.selection import Candidate  # noqa: E402
@@ -154,7 +155,7 @@ def check(folders: list[list[dict]], frontier_json: Path) -> tuple[int, int]:
                          - measured["winner_loss"]) <= 1e-12 * measured["winner_loss"]), None)
             if step is None:
                 continue
-            grid = [RaceSettings(**r["settings"]) for r in measured["races"]]
+            grid = [recorded_race(r, size["subset"]) for r in measured["races"]]
             for race_run, replayed in zip(measured["races"], replay(step, grid, size["subset"],
                                                                     torch.arange(size["subset"]))):
                 compared += 1
@@ -183,7 +184,7 @@ def measured_ratio(frontier_jsons: list[Path], settings: RaceSettings, subset: i
     ratios = [step["exact_s"] / race["s"]
               for frontier_json in frontier_jsons for size in json.loads(frontier_json.read_text())["sizes"]
               if size["subset"] == subset for step in size["steps"] for race in step["races"]
-              if (RaceSettings(**race["settings"]).first_round(subset), race["settings"]["eta"],
+              if (recorded_race(race, subset).first_round(subset), race["settings"]["eta"],
                   race["settings"]["confidence"]) == (settings.first_round(subset), settings.eta,
                                                       settings.confidence)]
     return statistics.median(ratios) if ratios else None

@@ -8,6 +8,7 @@ from tests.helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import frontier_by_first_round  # noqa: E402
+import frontier_records  # noqa: E402
 
 
 def _race(start: float, eta: int, agrees: bool, regret: float, confidence=None) -> dict:
@@ -57,3 +58,12 @@ def test_the_lower_bound_reaches_95_percent_at_59_agreeing_steps() -> None:
         (625, "resnet20", 5000, 3): {"agree": 3, "steps": 3, "regrets": [0]},
         (625, "resnet56", 2000, 3): {"agree": 2, "steps": 3, "regrets": [0]}})
     assert "| 625 | 3 | 5/6 |" in text
+
+
+def test_a_race_recorded_before_the_default_changed_keeps_its_625_image_first_round() -> None:
+    # start_fraction None was LAASP's default, 625 images until 2026-12-03; newer rows say which
+    old = _race(None, 3, True, 0.0)
+    assert frontier_records.recorded_race(old, 10_000).first_round(10_000) == 625
+    assert frontier_records.recorded_race(old, 500).first_round(500) == 500  # a smaller subset: all of it
+    assert frontier_records.recorded_race(dict(old, first_round=800), 10_000).first_round(10_000) == 800
+    assert frontier_records.recorded_race(_race(0.125, 3, True, 0.0), 2000).first_round(2000) == 250
