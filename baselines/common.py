@@ -369,6 +369,7 @@ def record_fields(cfg, reached: bool | None, trace: list[dict[str, Any]], criter
         "recoveries": 0,
         "subset_size": None,
         "selection": None,
+        "race": None,
         "approx_agreement": None,
         # layers whose group lost one channel fewer than the order gave it, to land near the target
         "passed_over": passed_over or [],

@@ -33,8 +33,8 @@ class LAASPConfig(PruneSchedule):
     subset_size: int | None = 10_000     # None: min(recipe, training set)
     criteria: tuple[str, ...] = ("l1", "l2", "eucl", "cos")
     selection: str = "exact"             # "approx": a race over candidates (laasp.racing)
-    approx_start_fraction: float | None = None  # approx: round 1's share of the subset (None: 625 images, laasp.racing)
-    approx_eta: int = 3                  # approx: keep 1/eta of the field per round, eta x the images
+    approx_start_fraction: float | None = None  # approx: round 1's share of the subset (None: 800 images, laasp.racing)
+    approx_eta: int = 2                  # approx: keep 1/eta of the field per round, eta x the images (laasp.racing)
     approx_confidence: float | None = None  # approx: drop clear losers early at this one-sided level
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator

@@ -74,5 +74,6 @@ class LAASPPruner(Pruner):
             "recoveries": recovery.count,
             "subset_size": subset_size,
             "selection": cfg.selection,
+            "race": cfg.race_settings().describe() if cfg.selection == "approx" or cfg.approx_check else None,
             "approx_agreement": sum(agreement) / len(agreement) if agreement else None,
         }

@@ -53,12 +53,14 @@ def test_eta_3_keeps_a_third_and_triples_the_images() -> None:
 
 
 def test_default_first_round_is_a_size_in_images() -> None:
-    # the default race: round 1 on the first 625 images of a 10,000-image subset, eta 3
+    # the default race: round 1 on the first 800 images of a 10,000-image subset, eta 2
     ev = TableEvaluator([[float(k)] * 10_000 for k in range(10)])
     race(ev, _candidates(10), RaceSettings())
-    assert [(len(ids), start, end) for ids, start, end in ev.calls] == [(10, 0, 625), (4, 625, 1875), (2, 1875, 5625),
-                                                                        (1, 5625, 10_000)]
-    # a subset under 625 images: one round on all of it, i.e. exact selection
+    assert [(len(ids), start, end) for ids, start, end in ev.calls] == [(10, 0, 800), (5, 800, 1600), (3, 1600, 3200),
+                                                                        (2, 3200, 6400), (1, 6400, 10_000)]
+    # LAASP's configuration runs that race unless told otherwise
+    assert LAASPConfig(target_flops=0.5).race_settings() == RaceSettings()
+    # a subset under 800 images: one round on all of it, i.e. exact selection
     small = TableEvaluator([[float(k)] * 256 for k in range(10)])
     race(small, _candidates(10), RaceSettings())
     assert small.calls == [(list(range(10)), 0, 256)]
@@ -143,5 +145,5 @@ def test_an_exact_runs_identity_leaves_the_race_out() -> None:
     assert old.identity() == LAASPConfig(target_flops=0.3).identity()
     assert "approx_eta" not in old.identity()
     for mode in ({"selection": "approx"}, {"approx_check": True}):
-        assert (LAASPConfig(target_flops=0.3, approx_eta=2, **mode).identity()
+        assert (LAASPConfig(target_flops=0.3, approx_eta=4, **mode).identity()
                 != LAASPConfig(target_flops=0.3, **mode).identity())
