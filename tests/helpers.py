@@ -62,3 +62,19 @@ def one_error(capsys, argv: list[str]) -> str:
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, err
     return errors[0]
+
+
+def distinct_resnet20(in_channels: int = 1):
+    """A random ResNet-20 (seed 0, eval mode) whose batch norms are not identities, so LAASP's
+    candidates have distinct losses."""
+    import torch
+
+    from harness.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10, in_channels).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.3)
+    return model

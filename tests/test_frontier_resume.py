@@ -12,8 +12,7 @@ import torch
 
 from harness.errors import UserError
 from harness.job.checkpoint import save_checkpoint
-from harness.models import build_model
-from tests.helpers import REPO
+from tests.helpers import REPO, distinct_resnet20
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_approx_frontier  # noqa: E402
@@ -30,12 +29,7 @@ class TinyData:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_model("resnet20", 10, 1).eval()
-    for m in model.modules():  # batch norms that are not identities, so candidates differ
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.3)
+    model = distinct_resnet20()
     return save_checkpoint(tmp_path_factory.mktemp("fixture") / "c.pt", model, "resnet20", 10, 1)
 
 

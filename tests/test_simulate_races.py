@@ -7,12 +7,11 @@ import sys
 import pytest
 import torch
 
-from harness.models import build_model
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP
 from laasp.racing import RaceSettings, race
 from laasp.selection import Candidate
-from tests.helpers import REPO
+from tests.helpers import REPO, distinct_resnet20
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_approx_frontier  # noqa: E402
@@ -22,12 +21,7 @@ import simulate_races  # noqa: E402
 @pytest.fixture(scope="module")
 def saved_step(tmp_path_factory):
     """One exact step of LAASP on a random ResNet-20 and 240 random 8x8 images, losses saved."""
-    torch.manual_seed(0)
-    model = build_model("resnet20", 10, 1).eval()
-    for m in model.modules():  # batch norms that are not identities, so candidates differ
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_var.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.3)
+    model = distinct_resnet20()
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(240, 1, 8, 8, generator=g), torch.randint(0, 10, (240,), generator=g)
     pruner = LAASP(model, LAASPConfig(target_flops=0.5, chunk_size=50), x, y, 8, 1)
