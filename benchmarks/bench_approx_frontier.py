@@ -143,8 +143,8 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
                 pick = race(pruner.evaluator, pool, s)
                 race_s = time.perf_counter() - t
             regret = (exact_loss[pick.removal] - winner.loss) / winner.loss
-            row["races"].append({"settings": s.__dict__, "first_round": s.first_round(n), "s": race_s, "agrees": pick.removal == winner.removal,
-                                 "regret": regret, "peak_mb": rmem.peak_mb})
+            row["races"].append({"settings": s.__dict__, "first_round": s.first_round(n), "s": race_s,
+                                 "agrees": pick.removal == winner.removal, "regret": regret, "peak_mb": rmem.peak_mb})
         pruner.apply(winner, candidates, exact_s)
         steps.append(row)
         save({"subset": n, "reference_s": ref_times, "steps": steps})

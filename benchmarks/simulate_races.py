@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         row = _row(settings, subset, args.orders, per_step)
         row.update(measured_ratio=measured_ratio(runs, settings, subset),
                    vs_authors=None if authors is None else authors * row["work_ratio"], folder=name,
-                   describe=f"{name}: first round {start}, eta {eta}, " + ("no bound" if conf == "none" else f"bound {conf}"))
+                   describe=f"{name}: first round {start}, eta {eta}, "
+                            + ("no bound" if conf == "none" else f"bound {conf}"))
         rows.append(row)
         print(markdown([row], "").splitlines()[-1], flush=True)
 

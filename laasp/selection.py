@@ -166,8 +166,8 @@ class CandidateEvaluator:
         chunk, max_rows = self._plan(last_first)
         # Each candidate's kept losses go to one buffer made before any activation: kept per chunk,
         # small tensors split the freed activation blocks and a CPU process grew by GBs over 20 chunks.
-        kept = {id(c): torch.empty(n_images - start_image, dtype=torch.float64) for c in candidates} \
-            if self.keep_per_image else None
+        kept = ({id(c): torch.empty(n_images - start_image, dtype=torch.float64) for c in candidates}
+                if self.keep_per_image else None)
         handles = [m.register_forward_hook(self._hook) for m in masked]
         was_training = self.model.training
         self.model.eval()  # batch norm uses its running statistics: a deterministic loss
