@@ -271,5 +271,5 @@ def test_an_exact_laasp_state_saved_under_the_old_race_defaults_still_resumes(tm
     assert _upgraded_identity(saved, cfg.identity()) == cfg.identity()
     # an approximate run's race decides its picks: a state saved with another race is refused
     approx = _config(tmp_path, 1, selection="approx")
-    saved = {**approx.identity(), "pruner_config": to_jsonable(asdict(replace(approx.pruner_config, approx_eta=2)))}
+    saved = {**approx.identity(), "pruner_config": to_jsonable(asdict(replace(approx.pruner_config, approx_eta=4)))}
     assert _upgraded_identity(saved, approx.identity()) != approx.identity()
