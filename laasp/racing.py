@@ -37,8 +37,8 @@ from laasp.selection import Candidate, CandidateEvaluator, best
 # what share of the subset that is. So the default first round is a size in images: the speed-up
 # then grows with the subset. Replayed in 100 image orders per step at the paper's 10,000 images,
 # 800 images with eta 2 is the one setting measured at 95% agreement or more on both ResNet-20
-# (99.3%, 14 steps) and ResNet-56 (95.5%, 4 steps); 625 with eta 3, the default until 2026-12-03,
-# gave 96.2% and 79.0% (ResNet-56's best candidates are near-ties) for about 1.2x the speed.
+# (99.4%, 16 steps) and ResNet-56 (95.5%, 4 steps); 625 with eta 3, the default until 2026-12-03,
+# gave 96.3% and 79.0% (ResNet-56's best candidates are near-ties) for about 1.2x the speed.
 DEFAULT_START_IMAGES = 800
 DEFAULT_ETA = 2
 
