@@ -1,6 +1,7 @@
 """The races a `bench_approx_frontier.py` run recorded, read back as the races they were."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -21,3 +22,14 @@ def recorded_race(race: dict, subset: int) -> RaceSettings:
         first = min(subset, LEGACY_START_IMAGES)
     start = s["start_fraction"] if first is None else first / subset
     return RaceSettings(start, s["eta"], s["confidence"])
+
+
+def losses_file(folder: Path, subset: int, step: int) -> Path:
+    """Where ``bench_approx_frontier.py --save-losses`` keeps one step's per-image losses."""
+    return folder / f"n{subset}-step{step:03d}.pt"
+
+
+def losses_file_key(path: Path) -> tuple[int, int] | None:
+    """(subset, step) of a `losses_file` name, or None for a file named otherwise."""
+    named = re.fullmatch(r"n(\d+)-step(\d+)\.pt", path.name)
+    return (int(named[1]), int(named[2])) if named else None

@@ -67,3 +67,10 @@ def test_a_race_recorded_before_the_default_changed_keeps_its_625_image_first_ro
     assert frontier_records.recorded_race(old, 500).first_round(500) == 500  # a smaller subset: all of it
     assert frontier_records.recorded_race(dict(old, first_round=800), 10_000).first_round(10_000) == 800
     assert frontier_records.recorded_race(_race(0.125, 3, True, 0.0), 2000).first_round(2000) == 250
+
+
+def test_a_saved_steps_file_name_reads_back_as_its_subset_and_step(tmp_path):
+    path = frontier_records.losses_file(tmp_path, 10_000, 7)
+    assert path.parent == tmp_path
+    assert frontier_records.losses_file_key(path) == (10_000, 7)
+    assert frontier_records.losses_file_key(tmp_path / "notes.pt") is None  # another file in the folder
