@@ -48,6 +48,7 @@ from laasp.reference import reference_select
 from laasp.selection import Candidate
 
 from fixtures import EPOCHS, TRAIN_SUBSET, trained_fixture
+from frontier_records import losses_file
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,11 +132,15 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
             t = time.perf_counter()
             winner = pruner.select(candidates)
             exact_s = time.perf_counter() - t
-        if saved is not None:
-            save_losses(saved, pruner, candidates, winner, subset_sha)
         exact_loss = {c.removal: c.loss for c in candidates}
         row = {"step": step, "candidates": len(candidates), "exact_s": exact_s, "exact_peak_mb": mem.peak_mb,
                "winner_loss": winner.loss, "races": []}
+        extra = {}
+        if args.bf16_losses:
+            extra = bf16_pass(pruner, candidates, exact_s)
+            row["exact_bf16_s"] = extra["exact_bf16_s"]
+        if saved is not None:
+            save_losses(saved, pruner, candidates, winner, subset_sha, extra)
         for s in settings:
             pool = [Candidate(c.removal, c.sources) for c in candidates]
             with PeakRSS(device) as rmem:
@@ -151,10 +156,6 @@ def measure_size(args, checkpoint: Path, data, n: int, settings: list[RaceSettin
         print(f"  n={n} step {step}: {len(candidates)} candidates, exact {exact_s:.2f}s, FLOPs -"
               f"{100 * pruner.reduction():.1f}%", flush=True)
     return {"subset": n, "reference_s": ref_times, "steps": steps}
-
-
-def losses_file(folder: Path, n: int, step: int) -> Path:
-    return folder / f"n{n}-step{step:03d}.pt"  # simulate_races.py --check reads n and step back from the name
 
 
 def subset_digest(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -178,8 +179,24 @@ def replay_saved_step(pruner: LAASP, path: Path, subset_sha: str) -> None:
     pruner.apply(winner, candidates)
 
 
+def bf16_pass(pruner: LAASP, candidates: list[Candidate], exact_s: float) -> dict:
+    """Every candidate on the whole subset again, forwards under bfloat16 autocast: its per-image
+    losses (what a bf16 screening race would read) and its time beside the fp32 pass's."""
+    evaluator = pruner.evaluator
+    pool = [Candidate(c.removal, c.sources) for c in candidates]
+    evaluator.keep_per_image, evaluator.autocast_dtype = True, torch.bfloat16
+    try:
+        t = time.perf_counter()
+        evaluator.losses(pool)
+        bf16_s = time.perf_counter() - t
+    finally:
+        evaluator.keep_per_image, evaluator.autocast_dtype = False, None
+    return {"losses_bf16": torch.stack([torch.cat(c.per_image) for c in pool]), "exact_s": exact_s,
+            "exact_bf16_s": bf16_s}
+
+
 def save_losses(path: Path, pruner: LAASP, candidates: list[Candidate], winner: Candidate,
-                subset_sha: str | None = None) -> None:
+                subset_sha: str | None = None, extra: dict | None = None) -> None:
     """The exact pass's (candidates x images) float64 losses, in subset order, and what a candidate
     costs per image: the conv/linear MACs of the stages it re-runs (`simulate_races.py`)."""
     evaluator = pruner.evaluator
@@ -193,7 +210,7 @@ def save_losses(path: Path, pruner: LAASP, candidates: list[Candidate], winner: 
     torch.save({"losses": torch.stack([torch.cat(c.per_image) for c in candidates]),
                 "suffix_macs": torch.tensor([sum(stage_macs[c.first_stage:]) for c in candidates]),
                 "winner": candidates.index(winner), "sources": [[list(s) for s in c.sources] for c in candidates],
-                "subset_sha256": subset_sha},
+                "subset_sha256": subset_sha, **(extra or {})},
                path)
     for c in candidates:
         c.per_image.clear()
@@ -287,7 +304,12 @@ def main() -> None:
     p.add_argument("--out", default="results/approx_frontier")
     p.add_argument("--save-losses", default=None, metavar="DIR",
                    help="keep each step's per-image candidate losses here (outside git) for simulate_races.py")
+    p.add_argument("--bf16-losses", action="store_true",
+                   help="also score every candidate under bfloat16 autocast, timed, and save those losses "
+                        "(needs --save-losses): simulate_races.py --race-losses bf16 replays races on them")
     args = p.parse_args()
+    if args.bf16_losses and args.save_losses is None:
+        raise UserError("--bf16-losses saves a second loss matrix: pass --save-losses DIR too")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     checkpoint = trained_fixture(args.data_root, args.model, args.train_epochs, args.train_subset, args.seed,
@@ -302,7 +324,8 @@ def main() -> None:
            f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --train-subset "
            f"{args.train_subset} --start-fractions {args.start_fractions} --etas {args.etas} --confidences "
            f"{args.confidences} --threads {args.threads}"
-           + ("" if args.subset_seed is None else f" --subset-seed {args.subset_seed}"))
+           + ("" if args.subset_seed is None else f" --subset-seed {args.subset_seed}")
+           + (" --bf16-losses" if args.bf16_losses else ""))
     out = REPO / args.out
     out.mkdir(parents=True, exist_ok=True)
     earlier = resumable_sizes(out / "frontier.json", how)

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frontier_records import recorded_race  # noqa: E402
+from frontier_records import losses_file_key, recorded_race  # noqa: E402
 from harness.errors import UserError  # noqa: E402
 from laasp.racing import DEFAULT_START_IMAGES, RaceSettings, race  # noqa: E402
 from laasp.selection import Candidate  # noqa: E402
@@ -79,44 +78,56 @@ class MatrixEvaluator:
 
 
 def load_steps(folder: Path) -> list[dict]:
-    steps = [dict(torch.load(path, weights_only=True), file=path.stem, name=f"{folder.name}/{path.stem}")
+    steps = [dict(torch.load(path, weights_only=True), path=path, name=f"{folder.name}/{path.stem}")
              for path in sorted(folder.glob("*.pt"))]
     for step in steps:  # the exact winner on all saved images, which every replay compares with
         step["full_winner"] = int(torch.argmin(step["losses"].mean(1)))
     return steps
 
 
-def replay(step: dict, grid: list[RaceSettings], subset: int, order: torch.Tensor) -> list[dict]:
-    """Each race of ``grid`` on the first ``subset`` images of ``order``: agreement, regret, work ratio."""
+# What a race can read: the fp32 losses exact selection uses, or the same candidates scored with
+# bfloat16 forwards (bench_approx_frontier.py --bf16-losses), timed beside the fp32 pass.
+RACE_LOSSES = {"fp32": "losses", "bf16": "losses_bf16"}
+
+
+def replay(step: dict, grid: list[RaceSettings], subset: int, order: torch.Tensor,
+           race_losses: str = "fp32") -> list[dict]:
+    """Each race of ``grid`` on the first ``subset`` images of ``order``: agreement, regret, work ratio.
+
+    Agreement and regret are always against fp32 exact selection; a bf16 race's work ratio is its
+    work count's times the step's measured fp32/bf16 time ratio."""
     matrix = step["losses"][:, order[:subset]]
+    race_matrix = step[RACE_LOSSES[race_losses]][:, order[:subset]]
+    speed = 1.0 if race_losses == "fp32" else step["exact_s"] / step["exact_bf16_s"]
     exact_loss = matrix.mean(1)
     winner = int(torch.argmin(exact_loss))  # the first smallest: the authors' order breaks ties
     full_winner = step["full_winner"] if "full_winner" in step else int(torch.argmin(step["losses"].mean(1)))
     runs = []
     for settings in grid:
-        evaluator = MatrixEvaluator(matrix, step["suffix_macs"])
+        evaluator = MatrixEvaluator(race_matrix, step["suffix_macs"])
         pick = race(evaluator, [Candidate(i, []) for i in range(len(matrix))], settings).removal
-        runs.append({"agrees": pick == winner, "work_ratio": evaluator.exact_work() / evaluator.work,
+        runs.append({"agrees": pick == winner, "work_ratio": speed * evaluator.exact_work() / evaluator.work,
                      "exact_is_full": winner == full_winner,
                      "regret": float((exact_loss[pick] - exact_loss[winner]) / exact_loss[winner])})
     return runs
 
 
-def simulate(steps: list[dict], grid: list[RaceSettings], subset: int, orders: int, seed: int) -> list[dict]:
+def simulate(steps: list[dict], grid: list[RaceSettings], subset: int, orders: int, seed: int,
+             race_losses: str = "fp32") -> list[dict]:
     """One row per race of ``grid``: its replays over every step and ``orders`` image orders."""
     return [_row(settings, subset, orders, steps_of)
-            for settings, steps_of in zip(grid, replay_steps(steps, grid, subset, orders, seed))]
+            for settings, steps_of in zip(grid, replay_steps(steps, grid, subset, orders, seed, race_losses))]
 
 
 def replay_steps(steps: list[dict], grid: list[RaceSettings], subset: int, orders: int,
-                 seed: int) -> list[list[dict]]:
+                 seed: int, race_losses: str = "fp32") -> list[list[dict]]:
     """Per race of ``grid``, per step: its replays in ``orders`` image orders (order 0 as drawn)."""
     per_step: list[list[dict]] = [[] for _ in grid]
     for k, step in enumerate(steps):
         n = step["losses"].shape[1]
         gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
-        by_order = [replay(step, grid, subset, torch.arange(n) if o == 0 else torch.randperm(n, generator=gen))
-                    for o in range(orders)]
+        by_order = [replay(step, grid, subset, torch.arange(n) if o == 0 else torch.randperm(n, generator=gen),
+                           race_losses) for o in range(orders)]
         for i in range(len(grid)):
             runs = [replays[i] for replays in by_order]
             per_step[i].append({"step": step["name"], "agreement": sum(r["agrees"] for r in runs) / len(runs),
@@ -143,9 +154,9 @@ def check(folders: list[list[dict]], frontier_json: Path) -> tuple[int, int]:
     saved: dict[tuple[int, int], list[dict]] = {}  # two runs' folders hold the same names
     for steps in folders:
         for step in steps:
-            named = re.fullmatch(r"n(\d+)-step(\d+)", step["file"])  # as bench_approx_frontier.py names them
-            if named:
-                saved.setdefault((int(named[1]), int(named[2])), []).append(step)
+            key = losses_file_key(step["path"])
+            if key is not None:
+                saved.setdefault(key, []).append(step)
     reproduced = compared = 0
     for size in json.loads(frontier_json.read_text())["sizes"]:
         for number, measured in enumerate(size["steps"], start=1):
@@ -251,6 +262,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="benchmark runs whose measured races, on the saved states, the replay must reproduce")
     p.add_argument("--pool", metavar="NAME", help="also one row per race over all folders' steps together, named "
                    "NAME: for folders that are runs of one network (e.g. two loss subsets, --subset-seed)")
+    p.add_argument("--race-losses", choices=sorted(RACE_LOSSES), default="fp32",
+                   help="which saved losses the races read (bf16: bench_approx_frontier.py --bf16-losses); "
+                        "agreement and regret are against fp32 exact selection either way")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     return p.parse_args(argv)
@@ -272,6 +286,9 @@ def checked_inputs(args: argparse.Namespace) -> tuple[list[list[dict]], list[flo
         if not steps:
             raise UserError(f"no saved steps (*.pt) in {folder}; run bench_approx_frontier.py --save-losses {folder} "
                             "first")
+        if any(RACE_LOSSES[args.race_losses] not in step for step in steps):
+            raise UserError(f"--race-losses {args.race_losses}: {folder} has steps saved without those losses; run "
+                            f"bench_approx_frontier.py --save-losses {folder} --bf16-losses into a new folder")
         full = min(step["losses"].shape[1] for step in steps)
         if any(int(s) > full for s in args.subsets.split(",") if s):
             raise UserError(f"--subsets {args.subsets} asks for more than the {full} images saved in {folder}; pass "
@@ -301,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def add_row(settings, subset, per_step, runs, authors, name, start, eta, conf) -> None:
         row = _row(settings, subset, args.orders, per_step)
-        row.update(measured_ratio=measured_ratio(runs, settings, subset),
+        row.update(measured_ratio=measured_ratio(runs, settings, subset) if args.race_losses == "fp32" else None,
                    vs_authors=None if authors is None else authors * row["work_ratio"], folder=name,
                    describe=f"{name}: first round {start}, eta {eta}, "
                             + ("no bound" if conf == "none" else f"bound {conf}"))
@@ -312,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         subsets = [int(s) for s in args.subsets.split(",") if s] or [steps[0]["losses"].shape[1]]
         for subset in subsets:
             grid = [race_settings(subset, *combo) for combo in combos]
-            for j, per_step in enumerate(replay_steps(steps, grid, subset, args.orders, args.seed)):
+            for j, per_step in enumerate(replay_steps(steps, grid, subset, args.orders, args.seed,
+                                                      args.race_losses)):
                 add_row(grid[j], subset, per_step, args.measured[i:i + 1], authors, folder.name, *combos[j])
                 pooled.setdefault(subset, [[] for _ in combos])[j].extend(per_step)
     if args.pool:  # one network's runs: the authors' ratio is theirs only if they share it
@@ -324,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
            + (f" --subsets {args.subsets}" if args.subsets else "")
            + f" --start-images {args.start_images} --etas {args.etas} --confidences "
            f"{args.confidences} --orders {args.orders} --seed {args.seed}"
+           + ("" if args.race_losses == "fp32" else
+              f" --race-losses {args.race_losses} (races read losses from {args.race_losses} forwards; agreement "
+              "and regret against fp32 exact selection; work vs exact = work count x that step's measured "
+              f"fp32/{args.race_losses} time of a full pass)")
            + (f" --measured {' '.join(m.as_posix() for m in args.measured)}" if args.measured else "")
            + (f" --authors {' '.join(a.as_posix() for a in args.authors)} (authors' loop / exact = "
               f"{', '.join(f'{r:.2f}' for r in authors_ratios)}, measured there)" if args.authors else "")

@@ -117,6 +117,9 @@ class CandidateEvaluator:
                 self.stage_of.setdefault(m, i)
         self._active: dict[nn.Module, torch.Tensor] = {}
         self.keep_per_image = False  # a race's confidence bound needs each image's loss
+        # None: true fp32 (selection's contract). A dtype runs the forwards under autocast, for
+        # benchmarks that measure what a reduced-precision screening would cost in agreement.
+        self.autocast_dtype: torch.dtype | None = None
 
     def _hook(self, module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
         mask = self._active.get(module)
@@ -172,7 +175,7 @@ class CandidateEvaluator:
         was_training = self.model.training
         self.model.eval()  # batch norm uses its running statistics: a deterministic loss
         try:
-            with torch.inference_mode(), exact_fp32(self.device):
+            with torch.inference_mode(), self._precision():
                 for lo in range(start_image, n_images, chunk):
                     hi = min(lo + chunk, n_images)
                     rows = hi - lo
@@ -197,6 +200,11 @@ class CandidateEvaluator:
             self._active = {}
             self.model.train(was_training)
 
+    def _precision(self):
+        if self.autocast_dtype is None:
+            return exact_fp32(self.device)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def _run_batch(self, batch: list[Candidate], stage_input: torch.Tensor, y: torch.Tensor, first: int,
                    masks: dict[nn.Module, torch.Tensor], kept: tuple[dict[int, torch.Tensor], int] | None) -> None:
         rows = stage_input.shape[0]
@@ -204,7 +212,8 @@ class CandidateEvaluator:
         h = stack_rows(stage_input, len(batch))
         for stage in self.stages[first:]:
             h = stage(h)
-        per_image = F.cross_entropy(h.double(), y.repeat(len(batch)), reduction="none").view(len(batch), rows)
+        with torch.autocast(self.device.type, enabled=False):  # float64 losses under any autocast
+            per_image = F.cross_entropy(h.double(), y.repeat(len(batch)), reduction="none").view(len(batch), rows)
         for j, (cand, loss) in enumerate(zip(batch, per_image.sum(1).tolist())):
             cand.loss_sum += loss
             cand.images += rows
