@@ -43,7 +43,7 @@ from harness.job.checkpoint import load_checkpoint
 from harness.prune.flops import layer_flops
 from laasp.config import LAASPConfig
 from laasp.pruner import LAASP
-from laasp.racing import RaceSettings, race
+from laasp.racing import RACE_PRECISIONS, RaceSettings, race
 from laasp.reference import reference_select
 from laasp.selection import Candidate
 
@@ -91,8 +91,8 @@ class PeakRSS:
 def settings_grid(args: argparse.Namespace) -> list[RaceSettings]:
     confidences = [None if c == "none" else float(c) for c in args.confidences.split(",")]
     starts = [None if s == "default" else float(s) for s in args.start_fractions.split(",")]
-    return [RaceSettings(s, int(e), c) for s, e, c in itertools.product(
-        starts, args.etas.split(","), confidences)]
+    return [RaceSettings(s, int(e), c, precision) for s, e, c, precision in itertools.product(
+        starts, args.etas.split(","), confidences, args.precisions.split(","))]
 
 
 
@@ -295,6 +295,7 @@ def main() -> None:
                    help="shares of the subset in round 1; 'default' is LAASP's first round in images")
     p.add_argument("--etas", default="2,3,4")
     p.add_argument("--confidences", default="none,0.99")
+    p.add_argument("--precisions", default="fp32", help="the races' forwards: fp32 and/or bf16 (laasp.racing)")
     p.add_argument("--chunk-size", type=int, default=500)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--device", default="cpu")
@@ -308,6 +309,9 @@ def main() -> None:
                    help="also score every candidate under bfloat16 autocast, timed, and save those losses "
                         "(needs --save-losses): simulate_races.py --race-losses bf16 replays races on them")
     args = p.parse_args()
+    if set(args.precisions.split(",")) - set(RACE_PRECISIONS):
+        raise UserError(f"--precisions takes a comma-separated subset of {','.join(RACE_PRECISIONS)} "
+                        f"(got {args.precisions})")
     if args.bf16_losses and args.save_losses is None:
         raise UserError("--bf16-losses saves a second loss matrix: pass --save-losses DIR too")
     torch.set_num_threads(args.threads)
@@ -324,6 +328,7 @@ def main() -> None:
            f"{args.subsets} --steps {args.steps} --train-epochs {args.train_epochs} --train-subset "
            f"{args.train_subset} --start-fractions {args.start_fractions} --etas {args.etas} --confidences "
            f"{args.confidences} --threads {args.threads}"
+           + ("" if args.precisions == "fp32" else f" --precisions {args.precisions}")
            + ("" if args.subset_seed is None else f" --subset-seed {args.subset_seed}")
            + (" --bf16-losses" if args.bf16_losses else ""))
     out = REPO / args.out

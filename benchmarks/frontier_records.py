@@ -21,7 +21,7 @@ def recorded_race(race: dict, subset: int) -> RaceSettings:
     if first is None and s["start_fraction"] is None:
         first = min(subset, LEGACY_START_IMAGES)
     start = s["start_fraction"] if first is None else first / subset
-    return RaceSettings(start, s["eta"], s["confidence"])
+    return RaceSettings(start, s["eta"], s["confidence"], s.get("precision", "fp32"))
 
 
 def losses_file(folder: Path, subset: int, step: int) -> Path:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import torch
+
 from harness.errors import UserError
 from harness.prune.pruner import PruneSchedule
 from harness.prune.recovery import validate_recovery
@@ -18,7 +20,7 @@ SELECTION_MODES = ("exact", "approx")
 # in sorted order, so about the first 117 of 1,000 classes; range(0, 49999) on CIFAR: all but one).
 SUBSET_POLICIES = ("random", "authors")
 AUTHORS_SUBSET_POOL = 149_999
-RACE_FIELDS = ("approx_start_fraction", "approx_eta", "approx_confidence")
+RACE_FIELDS = ("approx_start_fraction", "approx_eta", "approx_confidence", "approx_precision")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class LAASPConfig(PruneSchedule):
     approx_start_fraction: float | None = None  # approx: round 1's share of the subset (None: 800 images, laasp.racing)
     approx_eta: int = 2                  # approx: keep 1/eta of the field per round, eta x the images (laasp.racing)
     approx_confidence: float | None = None  # approx: drop clear losers early at this one-sided level
+    approx_precision: str = "fp32"       # approx: the race's forwards, fp32 or bf16 (laasp.racing.RACE_PRECISIONS)
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
@@ -71,6 +74,11 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--approx-eta must be an integer >= 2 (got {self.approx_eta})")
         if self.approx_confidence is not None and not 0.5 < self.approx_confidence < 1:
             raise UserError(f"--approx-confidence must be in (0.5, 1), e.g. 0.99 (got {self.approx_confidence})")
+        if self.approx_precision not in ("fp32", "bf16"):
+            raise UserError(f"--approx-precision must be fp32 or bf16 (got {self.approx_precision!r})")
+        if (self.approx_precision == "bf16" and job is not None and job.device != "cpu"
+                and torch.cuda.is_available() and not torch.cuda.is_bf16_supported()):
+            raise UserError("--approx-precision bf16: this GPU has no bfloat16 support; use fp32")
         if self.chunk_size < 1:
             raise UserError(f"--chunk-size must be >= 1 (got {self.chunk_size})")
         if self.subset_policy not in SUBSET_POLICIES:
@@ -85,9 +93,11 @@ class LAASPConfig(PruneSchedule):
         if self.selection == "exact" and not self.approx_check:
             for key in RACE_FIELDS:
                 fields.pop(key)
+        elif self.approx_precision == "fp32":  # states saved before the field existed raced in fp32
+            fields.pop("approx_precision")
         return fields
 
     def race_settings(self):
         from laasp.racing import RaceSettings
 
-        return RaceSettings(self.approx_start_fraction, self.approx_eta, self.approx_confidence)
+        return RaceSettings(self.approx_start_fraction, self.approx_eta, self.approx_confidence, self.approx_precision)

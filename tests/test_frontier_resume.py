@@ -33,9 +33,9 @@ def checkpoint(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("fixture") / "c.pt", model, "resnet20", 10, 1)
 
 
-def run(checkpoint, losses_dir, steps: int, subset_seed=None, earlier=None) -> dict:
+def run(checkpoint, losses_dir, steps: int, subset_seed=None, earlier=None, bf16_losses=False) -> dict:
     args = argparse.Namespace(steps=steps, step_scale=3.0, chunk_size=60, seed=0, subset_seed=subset_seed,
-                              reference_steps=0, save_losses=str(losses_dir))
+                              reference_steps=0, save_losses=str(losses_dir), bf16_losses=bf16_losses)
     return bench_approx_frontier.measure_size(args, checkpoint, TinyData(), 120, [], torch.device("cpu"),
                                               earlier=earlier)
 
@@ -74,3 +74,11 @@ def test_bad_saved_steps_give_one_error_line(checkpoint, tmp_path, monkeypatch, 
     with pytest.raises(SystemExit) as exit_:
         bench_approx_frontier.entry()
     assert exit_.value.code == 2 and capsys.readouterr().err == "error: the problem\n"
+
+
+def test_bf16_losses_are_saved_beside_the_fp32_ones_and_timed(checkpoint, tmp_path) -> None:
+    size = run(checkpoint, tmp_path / "losses", steps=1, bf16_losses=True)
+    saved = torch.load(tmp_path / "losses" / "n120-step001.pt", weights_only=True)
+    assert saved["losses_bf16"].shape == saved["losses"].shape and not torch.equal(saved["losses_bf16"],
+                                                                                   saved["losses"])
+    assert saved["exact_s"] == size["steps"][0]["exact_s"] and size["steps"][0]["exact_bf16_s"] > 0

@@ -34,6 +34,15 @@ def test_bad_input_from_a_real_process(tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_a_bf16_race_is_run_and_named_in_the_record(tmp_path) -> None:
+    proc = run_cli(*BASE, "--target-flops", "0.2", "--prune-epoch", "1", "--selection", "approx",
+                   "--approx-precision", "bf16", "--subset-size", "200", "--device", "cpu", "--out", str(tmp_path / "o"),
+                   "--quiet", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "o" / "record.json").read_text())
+    assert rec["race"] == "first round 800 images, eta 2, no bound, bf16 forwards" and rec["trace"]
+
+
 def _cifar_run(root, out):
     return run_cli("run", "--pruner", "laasp", "--model", "resnet20", "--dataset", "cifar10", "--data-root", str(root),
                    "--train-subset", "1000", "--test-subset", "500", "--epochs", "3", "--prune-epoch", "1",

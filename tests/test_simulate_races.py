@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,8 +123,8 @@ def test_check_counts_the_measured_races_the_replay_reproduces(saved_step, tmp_p
     measured = {"sizes": [{"subset": 240, "steps": [{"step": 1, "winner_loss": winner_loss, "races": races}]}]}
     run = tmp_path / "frontier.json"
     run.write_text(json.dumps(measured))
-    other_state = dict(step, losses=step["losses"] * 1.01, file="n240-step001")  # another run's folder, same name
-    folders = [[dict(step, file="n240-step001")], [other_state]]
+    other_state = dict(step, losses=step["losses"] * 1.01, path=Path("run_b/n240-step001.pt"))  # same file name
+    folders = [[dict(step, path=Path("run_a/n240-step001.pt"))], [other_state]]
     assert simulate_races.check(folders, run) == (2, 2)
     assert simulate_races.check(folders[::-1], run) == (2, 2)
     races[1]["agrees"] = not races[1]["agrees"]  # a run whose record the replay does not reproduce
