@@ -19,12 +19,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import bench_approx_frontier  # noqa: E402
 import simulate_races  # noqa: E402
 
+
 @pytest.fixture(scope="module")
 def pruner_and_candidates():
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(120, 1, 8, 8, generator=g), torch.randint(0, 10, (120,), generator=g)
     pruner = LAASP(distinct_resnet20(), LAASPConfig(target_flops=0.5, chunk_size=40), x, y, 8, 1)
     return pruner, pruner.candidates()
+
 
 def test_autocast_scores_near_fp32_but_not_bit_for_bit_and_is_switched_off_after(pruner_and_candidates) -> None:
     pruner, candidates = pruner_and_candidates
@@ -42,11 +44,13 @@ def test_autocast_scores_near_fp32_but_not_bit_for_bit_and_is_switched_off_after
     assert [c.loss for c in again] == [c.loss for c in fp32]
     assert saved["exact_s"] == 1.0 and saved["exact_bf16_s"] > 0
 
+
 def _step(race_losses: torch.Tensor, exact_s: float = 6.0, bf16_s: float = 3.0) -> dict:
     # candidate 0 wins in fp32 (mean 1.0 against 1.5); the bf16 losses are given per test
     losses = torch.tensor([[1.0] * 8, [1.5] * 8], dtype=torch.float64)
     return {"losses": losses, "losses_bf16": race_losses, "suffix_macs": torch.tensor([10, 10]), "name": "toy",
             "exact_s": exact_s, "exact_bf16_s": bf16_s}
+
 
 def test_a_bf16_race_is_judged_against_fp32_exact_and_its_work_scaled_by_the_measured_speed() -> None:
     exact = RaceSettings(1.0, 2)  # first round on the whole subset: exact selection on those losses
@@ -59,6 +63,7 @@ def test_a_bf16_race_is_judged_against_fp32_exact_and_its_work_scaled_by_the_mea
     kept = _step(torch.tensor([[1.01] * 8, [1.5] * 8], dtype=torch.float64))
     assert simulate_races.replay(kept, [exact], 8, torch.arange(8), race_losses="bf16")[0]["agrees"]
 
+
 def test_bf16_replay_of_a_folder_without_bf16_losses_is_one_error_line(tmp_path, capsys) -> None:
     losses = tmp_path / "losses"
     losses.mkdir()
@@ -69,11 +74,13 @@ def test_bf16_replay_of_a_folder_without_bf16_losses_is_one_error_line(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--bf16-losses" in err[0] and not (tmp_path / "out").exists()
 
+
 def test_bf16_losses_without_a_losses_folder_is_refused(monkeypatch, capsys) -> None:
     monkeypatch.setattr(sys, "argv", ["bench_approx_frontier.py", "--bf16-losses"])
     with pytest.raises(SystemExit) as stop:
         bench_approx_frontier.entry()
     assert stop.value.code == 2 and "--save-losses" in capsys.readouterr().err
+
 
 def test_a_bf16_race_runs_its_rounds_under_autocast_and_exact_selection_stays_fp32(pruner_and_candidates,
                                                                                   monkeypatch) -> None:
@@ -94,6 +101,7 @@ def test_a_bf16_race_runs_its_rounds_under_autocast_and_exact_selection_stays_fp
     assert seen == [None]
     assert settings.describe().endswith(", bf16 forwards") and "forwards" not in RaceSettings().describe()
 
+
 def test_approx_precision_is_checked_and_only_a_bf16_race_changes_a_saved_states_identity() -> None:
     with pytest.raises(UserError, match="--approx-precision must be fp32 or bf16"):
         LAASPConfig(target_flops=0.5, selection="approx", approx_precision="fp16").validate()
@@ -102,6 +110,7 @@ def test_approx_precision_is_checked_and_only_a_bf16_race_changes_a_saved_states
     assert bf16.race_settings() == RaceSettings(precision="bf16")
     assert "approx_precision" not in fp32.identity()  # what an approx state saved before the field holds
     assert bf16.identity()["approx_precision"] == "bf16" and bf16.identity() != fp32.identity()
+
 
 def test_the_frontier_benchmark_times_each_race_in_each_precision_asked(monkeypatch, capsys) -> None:
 
