@@ -30,7 +30,7 @@ def measure(data_root: str, model_name: str = "resnet56", subset: int = 64, step
             say=print, trained: bool = True) -> dict[str, Any]:
     """Per step: the authors' loop, ours exact (applied) and, unless ``approx`` is None, ours
     approximate with LAASP's default race overridden by ``approx`` (``{}``: the defaults; keys
-    ``approx_start_fraction``, ``approx_eta``, ``approx_confidence``); times, speed-ups and whether
+    ``approx_start_fraction``, ``approx_eta``, ``approx_confidence``, ``approx_precision``); times, speed-ups and whether
     the picks agree. Trained weights unless ``trained`` is False (random init)."""
     from harness.data import DataConfig, load_dataset
     from harness.models import build_model
@@ -114,6 +114,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--approx-start-fraction", type=float, help="race's first-round share (default: LAASP's)")
     p.add_argument("--approx-eta", type=int, help="race's elimination factor (default: LAASP's)")
+    p.add_argument("--approx-precision", choices=("fp32", "bf16"), help="race's forwards (default: LAASP's, fp32)")
     p.add_argument("--no-approx", action="store_true", help="time only the exact selection against the authors'")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--seed", type=int, default=0)
@@ -123,7 +124,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     measure(args.data_root, args.model, args.subset, args.steps,
             None if args.no_approx else {k: v for k, v in (("approx_start_fraction", args.approx_start_fraction),
-                                                           ("approx_eta", args.approx_eta)) if v is not None},
+                                                           ("approx_eta", args.approx_eta),
+                                                           ("approx_precision", args.approx_precision))
+                  if v is not None},
             args.seed, args.device,
             trained=not args.random_init)
 
