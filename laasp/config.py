@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
-
 from harness.errors import UserError
 from harness.prune.pruner import PruneSchedule
 from harness.prune.recovery import validate_recovery
@@ -76,9 +74,13 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--approx-confidence must be in (0.5, 1), e.g. 0.99 (got {self.approx_confidence})")
         if self.approx_precision not in ("fp32", "bf16"):
             raise UserError(f"--approx-precision must be fp32 or bf16 (got {self.approx_precision!r})")
-        if (self.approx_precision == "bf16" and job is not None and job.device != "cpu"
-                and torch.cuda.is_available() and not torch.cuda.is_bf16_supported()):
-            raise UserError("--approx-precision bf16: this GPU has no bfloat16 support; use fp32")
+        if self.approx_precision == "bf16" and job is not None:
+            from harness.train.device import cuda_has_native_bf16, select_device
+
+            device = select_device(job.device)
+            if device.type == "cuda" and not cuda_has_native_bf16(device):
+                raise UserError(f"--approx-precision bf16: {device} has no native bfloat16 (compute capability "
+                                "8.0+); use --approx-precision fp32")
         if self.chunk_size < 1:
             raise UserError(f"--chunk-size must be >= 1 (got {self.chunk_size})")
         if self.subset_policy not in SUBSET_POLICIES:

@@ -120,3 +120,16 @@ def test_the_frontier_benchmark_times_each_race_in_each_precision_asked(monkeypa
     with pytest.raises(SystemExit) as stop:
         bench_approx_frontier.entry()
     assert stop.value.code == 2 and "--precisions takes" in capsys.readouterr().err
+
+
+def test_a_bf16_race_on_a_gpu_without_native_bf16_is_refused_before_training(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import harness.train.device as device
+
+    monkeypatch.setattr(device, "select_device", lambda name: torch.device("cuda:0"))
+    monkeypatch.setattr(device, "cuda_has_native_bf16", lambda dev: False)  # e.g. a V100
+    cfg = LAASPConfig(target_flops=0.5, selection="approx", approx_precision="bf16")
+    with pytest.raises(UserError, match="no native bfloat16"):
+        cfg.validate(SimpleNamespace(epochs=100, device="cuda"))
+    replace(cfg, approx_precision="fp32").validate(SimpleNamespace(epochs=100, device="cuda"))

@@ -57,7 +57,7 @@ def bf16_native(capability: tuple[int, int]) -> bool:
     return tuple(capability) >= (8, 0)
 
 
-def _cuda_has_native_bf16(device: torch.device) -> bool:
+def cuda_has_native_bf16(device: torch.device) -> bool:
     if torch.version.hip:  # ROCm numbers its architectures differently; its own check is the right one there
         return torch.cuda.is_bf16_supported()
     return bf16_native(torch.cuda.get_device_capability(device))
@@ -73,8 +73,8 @@ def resolve_precision(mode: str, device: torch.device) -> str:
         raise UserError(f"--precision {mode} needs a CUDA device, and this run is on {device}; "
                         "CPU runs compute in fp32: use --precision fp32 (or auto)")
     if mode == "auto":
-        return "bf16" if _cuda_has_native_bf16(device) else "fp16"
-    if mode == "bf16" and not _cuda_has_native_bf16(device):
+        return "bf16" if cuda_has_native_bf16(device) else "fp16"
+    if mode == "bf16" and not cuda_has_native_bf16(device):
         major, minor = torch.cuda.get_device_capability(device)
         raise UserError(f"--precision bf16: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) "
                         "has no native bf16 (it needs 8.0 or later); use --precision fp16 (with a gradient scaler) "
