@@ -3,7 +3,8 @@
     python benchmarks/frontier_by_first_round.py results/approx_frontier
 
 Reads every ``frontier.json`` that ``bench_approx_frontier.py`` wrote under the folder and, for
-the races without the confidence bound, counts per (first-round images, model, subset, eta) how
+the fp32 races without the confidence bound (bf16 races, ``--precisions``, are another method),
+counts per (first-round images, model, subset, eta) how
 many measured steps picked the exact winner, and the worst loss regret. Writes
 ``by_first_round.md`` in the folder (and prints it): the table behind LAASP's default race
 (``laasp.racing.DEFAULT_START_IMAGES``).
@@ -32,7 +33,7 @@ CONFIDENCE = 0.95
 
 
 def races(folder: Path) -> dict[tuple, dict]:
-    """Every distinct (network state, first round, eta) race without the bound, once.
+    """Every distinct (network state, first round, eta) fp32 race without the bound, once.
 
     A network state is the fixture and FLOPs step (the ``how`` line up to its second ';'), the
     subset size, the step number and the exact winner's loss: two runs that reached the same
@@ -48,7 +49,7 @@ def races(folder: Path) -> dict[tuple, dict]:
                 state = (fixture, size["subset"], step.get("step", number), step.get("winner_loss"))
                 for race in step["races"]:
                     settings = recorded_race(race, size["subset"])
-                    if settings.confidence is None:
+                    if settings.confidence is None and settings.precision == "fp32":
                         first = settings.first_round(size["subset"])
                         found.setdefault((state, first, settings.eta), dict(race, model=model, subset=size["subset"]))
     return found

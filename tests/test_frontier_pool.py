@@ -11,17 +11,18 @@ import frontier_by_first_round  # noqa: E402
 import frontier_records  # noqa: E402
 
 
-def _race(start: float, eta: int, agrees: bool, regret: float, confidence=None) -> dict:
-    return {"settings": {"start_fraction": start, "eta": eta, "confidence": confidence}, "agrees": agrees,
+def _race(start: float, eta: int, agrees: bool, regret: float, confidence=None, precision="fp32") -> dict:
+    return {"settings": {"start_fraction": start, "eta": eta, "confidence": confidence, "precision": precision},
+            "agrees": agrees,
             "regret": regret, "s": 1.0, "peak_mb": 0.0}
 
 
 def test_races_pool_by_first_round_images_across_folders(tmp_path) -> None:
     # 0.125 of 1,000 and 0.0625 of 2,000 both start on 125 images, but are different cells (subset);
-    # the same cell over two steps adds up; a bounded race is left out
+    # the same cell over two steps adds up; a bounded race and a bf16 race are left out
     small = {"how": "resnet20 trained ...", "rows": [], "sizes": [{"subset": 1000, "reference_s": [], "steps": [
         {"races": [_race(0.125, 3, True, 0.0), _race(0.125, 3, False, 0.002, confidence=0.99)]},
-        {"races": [_race(0.125, 3, False, 0.004)]}]}]}
+        {"races": [_race(0.125, 3, True, 0.0, precision="bf16"), _race(0.125, 3, False, 0.004)]}]}]}
     large = {"how": "resnet56 trained ...", "rows": [], "sizes": [{"subset": 2000, "reference_s": [], "steps": [
         {"races": [_race(0.0625, 3, True, 0.0)]}]}]}
     for name, frontier in (("a", small), ("b", large)):
