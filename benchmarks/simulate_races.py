@@ -150,7 +150,8 @@ def _row(settings: RaceSettings, subset: int, orders: int, per_step: list[dict])
 
 
 def check(folders: list[list[dict]], frontier_json: Path) -> tuple[int, int]:
-    """(reproduced, compared): the benchmark run's races on saved states, replayed as drawn."""
+    """(reproduced, compared): the benchmark run's races on saved states, replayed as drawn, each on
+    the losses of its own precision (a bf16 race on the saved bf16 pass)."""
     saved: dict[tuple[int, int], list[dict]] = {}  # two runs' folders hold the same names
     for steps in folders:
         for step in steps:
@@ -166,9 +167,12 @@ def check(folders: list[list[dict]], frontier_json: Path) -> tuple[int, int]:
                          - measured["winner_loss"]) <= 1e-12 * measured["winner_loss"]), None)
             if step is None:
                 continue
-            grid = [recorded_race(r, size["subset"]) for r in measured["races"]]
-            for race_run, replayed in zip(measured["races"], replay(step, grid, size["subset"],
-                                                                    torch.arange(size["subset"]))):
+            for race_run in measured["races"]:
+                settings = recorded_race(race_run, size["subset"])
+                if RACE_LOSSES[settings.precision] not in step:
+                    continue  # a bf16 race on a step saved without --bf16-losses
+                replayed = replay(step, [settings], size["subset"], torch.arange(size["subset"]),
+                                  settings.precision)[0]
                 compared += 1
                 reproduced += (race_run["agrees"] == replayed["agrees"]
                                and abs(race_run["regret"] - replayed["regret"]) < 1e-9)

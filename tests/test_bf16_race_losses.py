@@ -133,3 +133,25 @@ def test_a_bf16_race_on_a_gpu_without_native_bf16_is_refused_before_training(mon
     with pytest.raises(UserError, match="no native bfloat16"):
         cfg.validate(SimpleNamespace(epochs=100, device="cuda"))
     replace(cfg, approx_precision="fp32").validate(SimpleNamespace(epochs=100, device="cuda"))
+
+
+def test_check_replays_a_measured_bf16_race_on_the_saved_bf16_pass(pruner_and_candidates, tmp_path) -> None:
+    import json
+
+    pruner, candidates = pruner_and_candidates
+    pool = [Candidate(c.removal, c.sources) for c in candidates]
+    pruner.evaluator.keep_per_image = True
+    winner = pruner.evaluator.exact(pool)
+    extra = bench_approx_frontier.bf16_pass(pruner, pool, exact_s=1.0)
+    bench_approx_frontier.save_losses(tmp_path / "n120-step001.pt", pruner, pool, winner, None, extra)
+    settings = RaceSettings(20 / 120, 2, precision="bf16")
+    pick = race(pruner.evaluator, [Candidate(c.removal, c.sources) for c in candidates], settings)
+    picked = next(c for c in pool if c.removal == pick.removal)
+    measured = {"sizes": [{"subset": 120, "steps": [{"step": 1, "winner_loss": winner.loss, "races": [
+        {"settings": settings.__dict__, "first_round": 20, "agrees": picked is winner,
+         "regret": (picked.loss - winner.loss) / winner.loss}]}]}]}
+    (tmp_path / "frontier.json").write_text(json.dumps(measured))
+    steps = simulate_races.load_steps(tmp_path)
+    assert simulate_races.check([steps], tmp_path / "frontier.json") == (1, 1)
+    del steps[0]["losses_bf16"]  # saved without --bf16-losses: nothing to replay it on
+    assert simulate_races.check([steps], tmp_path / "frontier.json") == (0, 0)
