@@ -36,7 +36,7 @@ class LAASPConfig(PruneSchedule):
     approx_start_fraction: float | None = None  # approx: round 1's share of the subset (None: 800 images, laasp.racing)
     approx_eta: int = 2                  # approx: keep 1/eta of the field per round, eta x the images (laasp.racing)
     approx_confidence: float | None = None  # approx: drop clear losers early at this one-sided level
-    approx_precision: str = "fp32"       # approx: the race's forwards, fp32 or bf16 (laasp.racing.RACE_PRECISIONS)
+    approx_precision: str = "fp32"       # approx: the race's forwards (laasp.racing.RACE_PRECISIONS)
     approx_check: bool = False           # also run the other selection (exact/approx) each step, record agreement
     chunk_size: int = 256                # subset images per pass in the candidate evaluator
     candidate_batch: int | None = None   # rows per forward when stacking candidates (None: 256 CPU, 2048 CUDA)
@@ -72,8 +72,10 @@ class LAASPConfig(PruneSchedule):
             raise UserError(f"--approx-eta must be an integer >= 2 (got {self.approx_eta})")
         if self.approx_confidence is not None and not 0.5 < self.approx_confidence < 1:
             raise UserError(f"--approx-confidence must be in (0.5, 1), e.g. 0.99 (got {self.approx_confidence})")
-        if self.approx_precision not in ("fp32", "bf16"):
-            raise UserError(f"--approx-precision must be fp32 or bf16 (got {self.approx_precision!r})")
+        from laasp.racing import RACE_PRECISIONS
+
+        if self.approx_precision not in RACE_PRECISIONS:
+            raise UserError(f"--approx-precision must be {' or '.join(RACE_PRECISIONS)} (got {self.approx_precision!r})")
         if self.approx_precision == "bf16" and job is not None:
             from harness.train.device import cuda_has_native_bf16, select_device
 

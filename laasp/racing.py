@@ -42,9 +42,10 @@ from laasp.selection import Candidate, CandidateEvaluator, best
 DEFAULT_START_IMAGES = 800
 DEFAULT_ETA = 2
 # The forwards a race may run in. Exact selection is always true fp32; "bf16" scores the race's
-# candidates under bfloat16 autocast: 2.6x faster on a CPU with AVX512-BF16 (measured beside fp32,
-# results/approx_frontier/README.md), at the price of ~3 digits per activation, which can swap
-# candidates whose losses lie within ~0.1% of each other.
+# candidates under bfloat16 autocast: on a CPU with AVX512-BF16 the 800/eta 2 race ran 2.0-2.3x
+# faster than in fp32 on the same states, and picked the same candidates in replays over 8
+# ResNet-20 steps (results/approx_frontier/README.md, ninth measurement), although bf16 moves a
+# candidate's mean loss by ~0.03%: near-tied candidates (one layer, two criteria) move together.
 RACE_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 

@@ -117,8 +117,8 @@ class CandidateEvaluator:
                 self.stage_of.setdefault(m, i)
         self._active: dict[nn.Module, torch.Tensor] = {}
         self.keep_per_image = False  # a race's confidence bound needs each image's loss
-        # None: true fp32 (selection's contract). A dtype runs the forwards under autocast, for
-        # benchmarks that measure what a reduced-precision screening would cost in agreement.
+        # None: true fp32 (exact selection's contract). A dtype runs the forwards under autocast:
+        # a race with --approx-precision bf16 (laasp.racing), or a benchmark's bf16 scoring pass.
         self.autocast_dtype: torch.dtype | None = None
 
     def _hook(self, module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
