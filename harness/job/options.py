@@ -157,7 +157,7 @@ _PRUNING = (
     Option("approx_confidence", "float", "pruning",
            "LAASP approx: also drop candidates clearly worse than the leader at this one-sided level, e.g. 0.99"),
     Option("approx_precision", "str", "pruning",
-           "LAASP approx: the race's forwards: fp32 (default) or bf16 (about 2x faster a race on a CPU "
+           "LAASP approx: the race's forwards: fp32 (default) or bf16 (a race about 2x faster on a CPU "
            "with AVX512-BF16; exact selection stays fp32)", choices=("fp32", "bf16")),
     Option("approx_check", "bool", "pruning",
            "LAASP: also run the other selection (approx with exact, exact with approx) each step "
